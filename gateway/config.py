@@ -1,0 +1,271 @@
+"""The line config: one TOML file describes a line, loaded into typed, validated models.
+
+Unknown keys are errors everywhere (`extra="forbid"`). Cross-field rules (ranges, drivers
+named by tags, one feed and one black-mass stream, window longer than the delay) are checked
+at load time, so a running gateway never discovers a config mistake. `load_config` turns every
+problem into a `ConfigError` that names the file, the key path and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.errors import ConfigError
+
+TAG_NAME = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
+IDENT = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+# Mass units the balance understands, as factors to tonnes (totals) or tonnes/hour (rates).
+TOTAL_UNITS: dict[str, float] = {"t": 1.0, "kg": 1e-3}
+RATE_UNITS: dict[str, float] = {"t/h": 1.0, "kg/h": 1e-3, "kg/s": 3.6}
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Nameplate(Model):
+    capacity: float = Field(gt=0, description="Nameplate capacity per year, in `unit`.")
+    unit: Literal["t", "short_ton"] = "t"
+    basis: Literal["feed", "black_mass"] = "feed"
+    hours_per_year: float = Field(default=8000.0, gt=0, le=8784)
+
+    @property
+    def tonnes_per_hour(self) -> float:
+        factor = 0.90718474 if self.unit == "short_ton" else 1.0
+        return self.capacity * factor / self.hours_per_year
+
+
+class Line(Model):
+    name: Annotated[str, Field(pattern=IDENT)]
+    site: Annotated[str, Field(pattern=IDENT)]
+    area: Annotated[str, Field(pattern=IDENT)]
+    nameplate: Nameplate
+
+
+class MqttConnection(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    # Name of an environment variable holding the password: secrets stay out of config files.
+    password_env: str | None = None
+    client_id: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+
+class OpcUaDriver(Model):
+    type: Literal["opcua"]
+    url: Annotated[str, Field(pattern=r"^opc\.tcp://[^/\s]+(:\d+)?(/\S*)?$")]
+    publishing_interval_ms: int = Field(default=200, ge=10, le=60_000)
+    # asyncua's watchdog: how often the session is probed; a hung server is noticed in ~2x this.
+    watchdog_s: float = Field(default=1.0, gt=0, le=60)
+    # Iterator queue between asyncua and the driver; overflow is counted, never silent.
+    queue_maxsize: int = Field(default=10_000, ge=10)
+
+
+class MqttInputDriver(Model):
+    type: Literal["mqtt"]
+    connection: MqttConnection = MqttConnection()
+    qos: Literal[0, 1] = 1
+    max_payload_bytes: int = Field(default=4096, ge=16)
+
+
+Driver = Annotated[OpcUaDriver | MqttInputDriver, Field(discriminator="type")]
+
+
+class Tag(Model):
+    name: Annotated[str, Field(pattern=TAG_NAME)]
+    driver: str
+    unit: str
+    range: tuple[float, float]
+    description: str = ""
+    node_id: str | None = None
+    topic: str | None = None
+    # MQTT payload shape: a JSON object {"value": v, "ts": epoch seconds} or a bare number
+    # (then the receive time stands in for the source time and the sample is UNCERTAIN).
+    payload: Literal["json", "number"] = "json"
+    # Role in the mass balance. `signal` is displayed and stored but not balanced.
+    role: Literal["signal", "feed", "black_mass"] = "signal"
+    # For balance streams: a totalizer (monotone, preferred) or a rate.
+    kind: Literal["total", "rate"] | None = None
+    # 1-sigma relative measurement uncertainty (instrument class), used in the yield's band.
+    sigma_rel: float = Field(default=0.01, gt=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _check(self) -> Tag:
+        lo, hi = self.range
+        if not lo < hi:
+            raise ValueError(f"range: min ({lo}) must be below max ({hi})")
+        if self.node_id is not None and self.topic is not None:
+            raise ValueError("give node_id (OPC-UA) or topic (MQTT), not both")
+        if self.role != "signal":
+            if self.kind is None:
+                raise ValueError(f"kind: a '{self.role}' stream needs kind = 'total' or 'rate'")
+            units = TOTAL_UNITS if self.kind == "total" else RATE_UNITS
+            if self.unit not in units:
+                raise ValueError(
+                    f"unit: '{self.unit}' is not a mass {self.kind} unit; use one of {sorted(units)}"
+                )
+        elif self.kind is not None:
+            raise ValueError("kind: only feed and black_mass streams have a kind")
+        return self
+
+    @property
+    def to_tonnes(self) -> float:
+        """Factor from the tag's unit to tonnes (totals) or tonnes/hour (rates)."""
+        if self.kind == "total":
+            return TOTAL_UNITS[self.unit]
+        if self.kind == "rate":
+            return RATE_UNITS[self.unit]
+        return 1.0
+
+
+class YieldSettings(Model):
+    window_h: float = Field(default=4.0, gt=0, le=168)
+    transport_delay_min: float = Field(ge=0, le=24 * 60)
+    basis: Literal["wet"] = "wet"
+    min_coverage: float = Field(default=0.9, gt=0, le=1)
+    # Resolution of the plant-time grid the windowed totals live on.
+    bin_s: float = Field(default=10.0, ge=0.1, le=600)
+    # A longer silence between two samples of a balance stream makes that stretch not good.
+    max_gap_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> YieldSettings:
+        if self.window_h * 60 < 2 * self.transport_delay_min:
+            raise ValueError(
+                f"window_h: a {self.window_h} h window is shorter than twice the transport delay "
+                f"({self.transport_delay_min} min); the yield would follow the dryer, not the line"
+            )
+        if self.max_gap_s < self.bin_s:
+            raise ValueError("max_gap_s: must be at least bin_s")
+        return self
+
+
+class MqttOutput(Model):
+    connection: MqttConnection = MqttConnection()
+    # ISA-95 unified namespace root: <prefix>/<site>/<area>/<line>/...
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "linegate"
+    qos: Literal[0, 1] = 1
+    # At most one publish per topic per this many wall seconds (latest value wins).
+    min_interval_s: float = Field(default=1.0, ge=0)
+
+
+class InfluxOutput(Model):
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    org: str = "linegate"
+    # For InfluxDB 1.x behind the v2 compatibility layer: "database" or "database/retention".
+    bucket: str
+    token_env: str | None = None
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    flush_interval_ms: int = Field(default=1000, ge=10)
+    # Points held in memory while InfluxDB is unreachable; beyond this the oldest are dropped
+    # and counted (the durable buffer is a later step).
+    max_buffer_points: int = Field(default=200_000, ge=100)
+
+
+class Outputs(Model):
+    mqtt: MqttOutput | None = None
+    influxdb: InfluxOutput | None = None
+
+
+class Runtime(Model):
+    tick_ms: int = Field(default=250, ge=10, le=10_000)
+    bus_capacity: int = Field(default=65_536, ge=1024)
+    # First reconnect delay and its cap, in wall seconds; jitter is added.
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=15.0, gt=0)
+
+
+class LineConfig(Model):
+    line: Line
+    drivers: dict[Annotated[str, Field(pattern=IDENT)], Driver]
+    tags: list[Tag] = Field(min_length=1)
+    yield_: YieldSettings = Field(alias="yield")
+    outputs: Outputs = Outputs()
+    runtime: Runtime = Runtime()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> LineConfig:
+        seen: set[str] = set()
+        for i, tag in enumerate(self.tags):
+            where = f"tags[{i}] ({tag.name})"
+            if tag.name in seen:
+                raise ValueError(f"{where}: duplicate tag name")
+            seen.add(tag.name)
+            driver = self.drivers.get(tag.driver)
+            if driver is None:
+                raise ValueError(f"{where}.driver: no driver named '{tag.driver}' in [drivers]")
+            if driver.type == "opcua" and tag.node_id is None:
+                raise ValueError(f"{where}.node_id: required for OPC-UA driver '{tag.driver}'")
+            if driver.type == "mqtt" and tag.topic is None:
+                raise ValueError(f"{where}.topic: required for MQTT driver '{tag.driver}'")
+        for role in ("feed", "black_mass"):
+            n = sum(1 for t in self.tags if t.role == role)
+            if n != 1:
+                raise ValueError(f"tags: exactly one tag must have role = '{role}' (found {n})")
+        return self
+
+    def tag_index(self, name: str) -> int:
+        for i, tag in enumerate(self.tags):
+            if tag.name == name:
+                return i
+        raise KeyError(name)
+
+    def stream_tag(self, role: Literal["feed", "black_mass"]) -> Tag:
+        return next(t for t in self.tags if t.role == role)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for pos, item in enumerate(loc):
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif pos == 2 and loc[0] == "drivers" and item in ("opcua", "mqtt"):
+            continue  # pydantic names the union branch; the user never wrote it
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts).replace("yield_", "yield") or "(top level)"
+
+
+_CROSS_FIELD = re.compile(r"^Value error, (?P<key>[\w\[\]. ()]+?): (?P<reason>.*)$", re.S)
+
+
+def parse_config(data: dict[str, object], path: str = "<config>") -> LineConfig:
+    try:
+        return LineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems: list[tuple[str, str]] = []
+        for err in exc.errors():
+            key = _key_path(tuple(err["loc"]))
+            reason = err["msg"]
+            m = _CROSS_FIELD.match(reason)
+            if m:
+                # A validator named a sub-key in its message: append it to the path.
+                sub = m.group("key")
+                key = f"{key}.{sub}" if key != "(top level)" and not sub.startswith(key) else sub
+                reason = m.group("reason")
+            elif err["type"] == "extra_forbidden":
+                reason = "unknown key"
+            problems.append((key, reason))
+        raise ConfigError(path, problems) from None
+
+
+def load_config(path: str | Path) -> LineConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [("(file)", exc.strerror or str(exc))]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [("(syntax)", str(exc))]) from None
+    return parse_config(data, str(p))

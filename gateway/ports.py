@@ -1,0 +1,120 @@
+"""Contracts between the core and the drivers: what an input or output driver must do.
+
+The runtime owns retry, backoff, counters and health. A driver's `run` connects, calls
+`on_connected()` once it is ready, then works until it is cancelled or its peer goes away, in
+which case it raises `RetryableError` (or `FatalDriverError` when retrying cannot help). The
+runtime calls `run` again after a backoff; the driver object, and any state it keeps (latest
+values to republish, for instance), lives across those calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from gateway.config import Tag
+from gateway.output_queue import OutputQueue
+from gateway.samples import Quality
+
+
+class SampleSink(Protocol):
+    """Where input drivers put samples; `gateway.bus.SampleBus` is the implementation."""
+
+    def put(self, tag: int, t: float, value: float, quality: Quality | int, status: int = 0) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BoundTag:
+    """A config tag together with its index in the bus and pipeline arrays."""
+
+    index: int
+    tag: Tag
+
+
+class InputDriver(Protocol):
+    name: str
+
+    async def run(self, sink: SampleSink, on_connected: Callable[[], None]) -> None:
+        """Connect, call `on_connected`, then put samples into `sink` until cancelled.
+
+        Raises `RetryableError` when the connection is lost or cannot be made.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SignalState:
+    """Latest conditioned value of one tag at the end of a tick."""
+
+    name: str
+    unit: str
+    t: float  # plant time, epoch seconds (source timestamp)
+    value: float
+    quality: Quality
+
+
+@dataclass(frozen=True, slots=True)
+class YieldFigure:
+    """Rolling black-mass yield over a window ending at `t` (plant time)."""
+
+    t: float
+    value: float | None  # mass fraction, BM / feed; None when it cannot be computed
+    uncertainty: float | None  # 2-sigma, same unit as value
+    quality: Quality
+    coverage: float  # fraction of the window backed by good data (the worse of the two streams)
+    window_h: float  # length of the full window
+    covered_h: float  # how much of the window has data at all (less while it is still filling)
+    delay_min: float
+    basis: str
+    feed_t: float  # feed mass in the (delay-shifted) window
+    black_mass_t: float  # black-mass out in the window
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFigure:
+    """Mass flows over the last few minutes, from the balance streams."""
+
+    t: float
+    feed_tph: float | None
+    black_mass_tph: float | None
+    feed_vs_nameplate: float | None  # fraction of nameplate
+
+
+@dataclass(frozen=True, slots=True)
+class SampleColumns:
+    """Every sample of a tick after conditioning (for the historian), columnar."""
+
+    tag: np.ndarray  # int32
+    t: np.ndarray  # float64
+    value: np.ndarray  # float64
+    quality: np.ndarray  # int8
+
+    def __len__(self) -> int:
+        return int(self.tag.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineUpdate:
+    """What one pipeline tick hands to every output."""
+
+    t_plant: float  # newest plant time seen
+    signals: list[SignalState]  # tags that changed this tick, latest value each
+    samples: SampleColumns
+    yield_rolling: YieldFigure | None
+    flows: FlowFigure | None
+    tag_names: list[str] = field(default_factory=list)  # index -> name, for `samples`
+
+
+class OutputDriver(Protocol):
+    name: str
+
+    async def run(self, queue: OutputQueue[PipelineUpdate], on_connected: Callable[[], None]) -> None:
+        """Connect, call `on_connected`, then deliver what `queue` holds until cancelled.
+
+        An item leaves the queue (`queue.commit`) only once it was delivered, so a lost
+        connection (`RetryableError`) loses nothing that the queue still holds.
+        """
+        ...
