@@ -9,7 +9,7 @@ values to republish, for instance), lives across those calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,9 +21,13 @@ from gateway.samples import Quality
 
 
 class SampleSink(Protocol):
-    """Where input drivers put samples; `gateway.bus.SampleBus` is the implementation."""
+    """Where input drivers put samples (the runtime hands each driver one, backed by the bus)."""
 
     def put(self, tag: int, t: float, value: float, quality: Quality | int, status: int = 0) -> None: ...
+
+    def mark_stale(self, tags: Sequence[int]) -> None:
+        """The source of these tags went away: their latest values are no longer current."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,214 @@
+"""The signal pipeline: one `tick` turns a bus batch into a `PipelineUpdate` for the outputs.
+
+It owns the per-tag and per-stream state arrays the numba kernels update in place, and turns
+the kernels' numbers into typed figures with quality. The rolling yield is GOOD only when both
+windows are covered by good data to `min_coverage` and both balance tags are currently good;
+otherwise it is UNCERTAIN (or BAD with no value when it cannot be computed at all).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gateway import kernels
+from gateway.config import LineConfig
+from gateway.ports import FlowFigure, PipelineUpdate, SampleColumns, SignalState, YieldFigure
+from gateway.samples import Quality, SampleBatch
+
+FEED = 0
+BLACK_MASS = 1
+# Flows shown to operators average the newest few minutes of the balance totals.
+FLOW_AVERAGING_S = 300.0
+
+
+class YieldPipeline:
+    def __init__(self, config: LineConfig) -> None:
+        self.config = config
+        y = config.yield_
+        tags = config.tags
+        n = len(tags)
+        self.tag_names = [t.name for t in tags]
+        self.lo = np.array([t.range[0] for t in tags], np.float64)
+        self.hi = np.array([t.range[1] for t in tags], np.float64)
+        self.tag_stream = np.full(n, kernels.NO_STREAM, np.int64)
+        self.tag_kind = np.zeros(n, np.int64)
+        self.tag_scale = np.ones(n, np.float64)
+        for i, t in enumerate(tags):
+            if t.role != "signal":
+                self.tag_stream[i] = FEED if t.role == "feed" else BLACK_MASS
+                self.tag_kind[i] = kernels.KIND_TOTAL if t.kind == "total" else kernels.KIND_RATE
+                self.tag_scale[i] = t.to_tonnes
+        self.feed_tag = config.tag_index(config.stream_tag("feed").name)
+        self.bm_tag = config.tag_index(config.stream_tag("black_mass").name)
+        self.sigma_rel = math.hypot(
+            config.stream_tag("feed").sigma_rel, config.stream_tag("black_mass").sigma_rel
+        )
+
+        self.last_t = np.full(n, -np.inf)
+        self.last_value = np.full(n, np.nan)
+        self.last_quality = np.full(n, int(Quality.STALE), np.int8)
+        self.counters = np.zeros((n, 3), np.int64)
+
+        self.bin_s = y.bin_s
+        self.window_bins = max(1, round(y.window_h * 3600 / y.bin_s))
+        self.delay_bins = round(y.transport_delay_min * 60 / y.bin_s)
+        self.flow_bins = max(1, round(FLOW_AVERAGING_S / y.bin_s))
+        ring = self.window_bins + self.delay_bins + max(self.flow_bins, round(3600 / y.bin_s))
+        self.st_last_t = np.full(2, np.nan)
+        self.st_last_raw = np.zeros(2)
+        self.st_last_q = np.zeros(2, np.int8)
+        self.st_cum = np.zeros(2)
+        self.st_resets = np.zeros(2, np.int64)
+        self.ring_cum = np.zeros((2, ring))
+        self.ring_good = np.zeros((2, ring), np.bool_)
+        self.ring_head = np.full(2, -1, np.int64)
+        self.ring_first = np.zeros(2, np.int64)
+        self.t_plant = math.nan
+        self.ticks = 0
+
+    def warm_up(self) -> None:
+        """Compile (or load from the on-disk cache) every kernel before the service says ready."""
+        scratch = YieldPipeline(self.config)
+        scratch.tick(
+            SampleBatch(
+                tag=np.array([self.feed_tag, self.bm_tag], np.int32),
+                t=np.array([1.0, 1.0]),
+                value=np.array([0.0, 0.0]),
+                quality=np.zeros(2, np.int8),
+                status=np.zeros(2, np.uint32),
+            )
+        )
+
+    def tick(self, batch: SampleBatch) -> PipelineUpdate:
+        self.ticks += 1
+        cq = kernels.condition_batch(
+            batch.tag,
+            batch.t,
+            batch.value,
+            batch.quality,
+            self.lo,
+            self.hi,
+            self.last_t,
+            self.last_value,
+            self.last_quality,
+            self.counters,
+        )
+        kernels.accumulate_streams(
+            batch.tag,
+            batch.t,
+            batch.value,
+            cq,
+            self.tag_stream,
+            self.tag_kind,
+            self.tag_scale,
+            self.bin_s,
+            self.config.yield_.max_gap_s,
+            self.st_last_t,
+            self.st_last_raw,
+            self.st_last_q,
+            self.st_cum,
+            self.st_resets,
+            self.ring_cum,
+            self.ring_good,
+            self.ring_head,
+            self.ring_first,
+        )
+        keep = cq != kernels.DROPPED_OUT_OF_ORDER
+        samples = SampleColumns(batch.tag[keep], batch.t[keep], batch.value[keep], cq[keep])
+        if len(batch):
+            newest = float(batch.t[keep].max()) if keep.any() else math.nan
+            if not math.isnan(newest) and (math.isnan(self.t_plant) or newest > self.t_plant):
+                self.t_plant = newest
+        changed = np.unique(samples.tag)
+        signals = [self._signal(int(k)) for k in changed]
+        return PipelineUpdate(
+            t_plant=self.t_plant,
+            signals=signals,
+            samples=samples,
+            yield_rolling=self._yield(),
+            flows=self._flows(),
+            tag_names=self.tag_names,
+        )
+
+    def signal_states(self) -> list[SignalState]:
+        """Latest state of every tag that has reported at least once."""
+        return [self._signal(k) for k in range(len(self.tag_names)) if np.isfinite(self.last_t[k])]
+
+    def _signal(self, k: int) -> SignalState:
+        tag = self.config.tags[k]
+        return SignalState(
+            name=tag.name,
+            unit=tag.unit,
+            t=float(self.last_t[k]),
+            value=float(self.last_value[k]),
+            quality=Quality(int(self.last_quality[k])),
+        )
+
+    def _yield(self) -> YieldFigure | None:
+        y = self.config.yield_
+        end, length, feed_t, bm_t, cov_f, cov_bm = kernels.window_yield(
+            self.ring_cum,
+            self.ring_good,
+            self.ring_head,
+            self.ring_first,
+            FEED,
+            BLACK_MASS,
+            self.window_bins,
+            self.delay_bins,
+        )
+        if end == 0 and length == 0:
+            return None
+        coverage = min(cov_f, cov_bm)
+        value: float | None = None
+        uncertainty: float | None = None
+        if length > 0 and feed_t > 0:
+            value = float(bm_t / feed_t)
+            uncertainty = 2.0 * value * self.sigma_rel
+        inputs_good = (
+            self.last_quality[self.feed_tag] == Quality.GOOD
+            and self.last_quality[self.bm_tag] == Quality.GOOD
+        )
+        if value is None:
+            quality = Quality.BAD
+        elif coverage >= y.min_coverage and inputs_good:
+            quality = Quality.GOOD
+        else:
+            quality = Quality.UNCERTAIN
+        return YieldFigure(
+            t=float(end) * self.bin_s,
+            value=value,
+            uncertainty=uncertainty,
+            quality=quality,
+            coverage=float(coverage),
+            window_h=y.window_h,
+            covered_h=float(length) * self.bin_s / 3600.0,
+            delay_min=y.transport_delay_min,
+            basis=y.basis,
+            feed_t=float(feed_t),
+            black_mass_t=float(bm_t),
+        )
+
+    def _flows(self) -> FlowFigure | None:
+        if (
+            self.ring_head[FEED] < self.ring_first[FEED]
+            and self.ring_head[BLACK_MASS] < self.ring_first[BLACK_MASS]
+        ):
+            return None
+        feed = kernels.recent_rate(
+            self.ring_cum, self.ring_head, self.ring_first, FEED, self.flow_bins, self.bin_s
+        )
+        bm = kernels.recent_rate(
+            self.ring_cum, self.ring_head, self.ring_first, BLACK_MASS, self.flow_bins, self.bin_s
+        )
+        nameplate = self.config.line.nameplate
+        feed_v = None if math.isnan(feed) else float(feed)
+        bm_v = None if math.isnan(bm) else float(bm)
+        vs = None
+        if feed_v is not None and nameplate.basis == "feed":
+            vs = feed_v / nameplate.tonnes_per_hour
+        elif bm_v is not None and nameplate.basis == "black_mass":
+            vs = bm_v / nameplate.tonnes_per_hour
+        t = float(max(self.ring_head[FEED], self.ring_head[BLACK_MASS])) * self.bin_s
+        return FlowFigure(t=t, feed_tph=feed_v, black_mass_tph=bm_v, feed_vs_nameplate=vs)

@@ -1,0 +1,121 @@
+"""`linegate check-config` accepts the example and rejects broken files, naming key and reason.
+
+Each broken file is the shipped example with one defect, so the cases follow the example as it
+changes; every substitution must hit, or the case itself fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "line1.toml"
+
+CASES = {
+    "unknown_key": (
+        ("qos = 1\nmax_payload_bytes", "qos = 1\nmax_payload_byte"),
+        "drivers.iot.max_payload_byte",
+        "unknown key",
+    ),
+    "range_inverted": (("range = [0, 250]", "range = [250, 0]"), "tags[2].range", "must be below max"),
+    "unknown_driver": (
+        ('driver = "plc"\nnode_id = "ns=2;s=shr.power"', 'driver = "plcc"\nnode_id = "ns=2;s=shr.power"'),
+        "tags[2] (shr.power).driver",
+        "no driver named 'plcc'",
+    ),
+    "window_too_short": (
+        ("window_h = 4.0 ", "window_h = 2.0 "),
+        "yield.window_h",
+        "shorter than twice the transport delay",
+    ),
+    "two_feed_streams": (
+        ('unit = "t/h"\nrange = [0, 2.5]', 'unit = "t/h"\nrange = [0, 2.5]\nrole = "feed"\nkind = "rate"'),
+        "tags",
+        "exactly one tag must have role = 'feed' (found 2)",
+    ),
+    "mass_unit_wrong": (
+        ('unit = "t"\nrange = [0, 1e9]\nrole = "feed"', 'unit = "kWh"\nrange = [0, 1e9]\nrole = "feed"'),
+        "tags[0].unit",
+        "not a mass total unit",
+    ),
+    "bad_opcua_url": (
+        ('url = "opc.tcp://127.0.0.1:4840/linegate/sim"', 'url = "http://127.0.0.1:4840"'),
+        "drivers.plc.url",
+        "should match pattern",
+    ),
+    "missing_node_id": (
+        ('node_id = "ns=2;s=dry.mass"\n', ""),
+        "tags[8] (dry.mass).node_id",
+        "required for OPC-UA driver 'plc'",
+    ),
+    "toml_syntax": (("[yield]", "[yield"), "(syntax)", "Expected ']'"),
+    "wrong_type": (("tick_ms = 250", 'tick_ms = "fast"'), "runtime.tick_ms", "valid integer"),
+    "kind_on_signal": (
+        ('unit = "kW"\nrange = [0, 250]', 'unit = "kW"\nrange = [0, 250]\nkind = "rate"'),
+        "tags[2].kind",
+        "only feed and black_mass streams have a kind",
+    ),
+}
+
+
+def _broken(tmp_path: Path, name: str) -> Path:
+    (old, new), _, _ = CASES[name]
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert old in text, f"case {name} no longer matches the example config"
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(EXAMPLE)
+    assert config.stream_tag("feed").name == "bw_feed.total"
+    assert config.stream_tag("black_mass").name == "bm.total"
+    assert abs(config.line.nameplate.tonnes_per_hour - 1.6875) < 1e-9
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_broken_config_names_key_and_reason(tmp_path: Path, name: str) -> None:
+    path = _broken(tmp_path, name)
+    _, key, reason = CASES[name]
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [k for k, _ in info.value.problems] == [key]
+    assert reason in info.value.problems[0][1]
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["unknown_key", "range_inverted", "window_too_short"])
+def test_check_config_command_exit_codes(tmp_path: Path, name: str) -> None:
+    path = _broken(tmp_path, name)
+    _, key, reason = CASES[name]
+    bad = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert str(path) in bad.stderr
+    assert key in bad.stderr
+    assert reason in bad.stderr
+    good = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert good.returncode == 0, good.stderr
+    assert "OK" in good.stdout
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.toml")
+    assert info.value.problems[0][0] == "(file)"
