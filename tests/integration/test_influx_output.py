@@ -1,0 +1,299 @@
+"""The InfluxDB output driver against real InfluxDB 1.6 behind the shipped nginx v2 proxy.
+
+Updates are built by hand from the `gateway.ports` dataclasses, go through a real OutputQueue,
+and are read back with InfluxQL straight from InfluxDB. Each test writes to its own database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drivers.influx_output import InfluxOutputDriver, escape_tag, points_in
+from gateway.config import InfluxOutput, LineConfig, load_config
+from gateway.errors import FatalDriverError, RetryableError
+from gateway.output_queue import OutputQueue
+from gateway.ports import FlowFigure, PipelineUpdate, SampleColumns, YieldFigure
+from gateway.samples import Quality
+from simulators.local_services import InfluxDB, InfluxV2CompatProxy
+
+pytestmark = pytest.mark.integration
+
+LINE_TOML = Path(__file__).resolve().parents[2] / "config" / "line1.toml"
+T0 = 1_700_000_000.0  # plant time of the first sample, epoch seconds
+NAMES = ["bw_feed.rate", "shr.power", "odd name,with=specials"]
+
+
+@pytest.fixture(scope="module")
+def line_config() -> LineConfig:
+    return load_config(LINE_TOML)
+
+
+@pytest.fixture
+def database(influxdb: InfluxDB) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    influxdb.create_database(name)
+    yield name
+    influxdb.query(f'DROP DATABASE "{name}"')
+
+
+def settings(url: str, db: str, **kw: object) -> InfluxOutput:
+    return InfluxOutput.model_validate({"url": url, "bucket": f"{db}/autogen", "flush_interval_ms": 20, **kw})
+
+
+def samples(rows: list[tuple[int, float, float, Quality]]) -> SampleColumns:
+    return SampleColumns(
+        tag=np.array([r[0] for r in rows], np.int32),
+        t=np.array([r[1] for r in rows], np.float64),
+        value=np.array([r[2] for r in rows], np.float64),
+        quality=np.array([int(r[3]) for r in rows], np.int8),
+    )
+
+
+def update(
+    rows: list[tuple[int, float, float, Quality]],
+    yield_rolling: YieldFigure | None = None,
+    flows: FlowFigure | None = None,
+) -> PipelineUpdate:
+    cols = samples(rows)
+    t = max([*cols.t.tolist(), T0])
+    return PipelineUpdate(t, [], cols, yield_rolling, flows, tag_names=list(NAMES))
+
+
+def figure(t: float, value: float | None, uncertainty: float | None, quality: Quality) -> YieldFigure:
+    return YieldFigure(
+        t=t,
+        value=value,
+        uncertainty=uncertainty,
+        quality=quality,
+        coverage=0.93,
+        window_h=4.0,
+        covered_h=3.5,
+        delay_min=95.0,
+        basis="wet",
+        feed_t=6.25,
+        black_mass_t=2.577,
+    )
+
+
+async def until(condition: Callable[[], bool], what: str, within_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within_s} s waiting for {what}")
+        await asyncio.sleep(0.01)  # poll interval; the deadline above bounds the wait
+
+
+async def deliver(driver: InfluxOutputDriver, queue: OutputQueue[PipelineUpdate]) -> None:
+    """Run the driver until the queue is empty, then cancel it; re-raise if it failed first."""
+    connected = asyncio.Event()
+    task = asyncio.create_task(driver.run(queue, connected.set))
+    try:
+        await until(lambda: len(queue) == 0 or task.done(), "the queue to drain")
+        if task.done():
+            task.result()
+        assert connected.is_set()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def enqueue(queue: OutputQueue[PipelineUpdate], *updates: PipelineUpdate) -> None:
+    for u in updates:
+        queue.put(u, points_in(u))
+
+
+def write_1x(influx: InfluxDB, db: str, body: str) -> None:
+    req = urllib.request.Request(
+        f"{influx.url}/write?db={db}&precision=ms", data=body.encode(), method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 204
+
+
+async def test_signal_kpi_and_flow_points_read_back_exactly(
+    influxdb: InfluxDB, influx_proxy: InfluxV2CompatProxy, database: str, line_config: LineConfig
+) -> None:
+    first = update(
+        [
+            (0, T0 + 0.001, 1.5, Quality.GOOD),
+            (1, T0 + 0.002, math.nan, Quality.BAD),
+            (0, T0 + 0.25, 1.0e-5, Quality.UNCERTAIN),
+            (2, T0 + 0.999, -123.456789012345, Quality.STALE),
+        ],
+        yield_rolling=figure(T0 + 1, 0.4123, 0.0125, Quality.GOOD),
+        flows=FlowFigure(T0 + 1, feed_tph=1.62, black_mass_tph=0.67, feed_vs_nameplate=None),
+    )
+    second = update(
+        [(1, T0 + 2.0, 187.25, Quality.GOOD)],
+        yield_rolling=figure(T0 + 2, None, None, Quality.BAD),
+        flows=FlowFigure(T0 + 2, feed_tph=None, black_mass_tph=None, feed_vs_nameplate=None),
+    )
+    assert (points_in(first), points_in(second)) == (6, 2)
+    queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
+    enqueue(queue, first, second)
+    driver = InfluxOutputDriver(settings(influx_proxy.url, database), line_config)
+
+    await deliver(driver, queue)
+
+    assert (driver.written_points, driver.rejected_points, driver.write_errors) == (8, 0, 0)
+    ms = 1_700_000_000_000
+    line = {"line": "line1", "site": "winston-salem"}
+    signal = influxdb.rows("SELECT * FROM signal", database)
+    assert signal == [
+        {"time": ms + 1, **line, "tag": "bw_feed.rate", "value": 1.5, "quality": "good"},
+        {"time": ms + 2, **line, "tag": "shr.power", "value": None, "quality": "bad"},
+        {"time": ms + 250, **line, "tag": "bw_feed.rate", "value": 1.0e-5, "quality": "uncertain"},
+        {"time": ms + 999, **line, "tag": NAMES[2], "value": -123.456789012345, "quality": "stale"},
+        {"time": ms + 2000, **line, "tag": "shr.power", "value": 187.25, "quality": "good"},
+    ]
+    kpi = influxdb.rows("SELECT * FROM kpi", database)
+    common = {
+        **line,
+        "kpi": "yield_rolling",
+        "basis": "wet",
+        "coverage": 0.93,
+        "window_h": 4.0,
+        "covered_h": 3.5,
+        "delay_min": 95.0,
+        "feed_t": 6.25,
+        "black_mass_t": 2.577,
+    }
+    assert kpi == [
+        {"time": ms + 1000, **common, "value": 0.4123 * 100, "uncertainty": 0.0125 * 100, "quality": "good"},
+        {"time": ms + 2000, **common, "value": None, "uncertainty": None, "quality": "bad"},
+    ]
+    flow = influxdb.rows("SELECT * FROM flow", database)
+    assert flow == [
+        {"time": ms + 1000, **line, "feed_tph": 1.62, "black_mass_tph": 0.67}
+    ]  # feed_vs_nameplate was never written, so the column does not exist
+    keys = influxdb.rows("SHOW FIELD KEYS FROM signal", database, epoch=None)
+    assert {r["fieldKey"]: r["fieldType"] for r in keys} == {"value": "float", "quality": "string"}
+
+
+def test_line_protocol_escapes_tag_values() -> None:
+    assert escape_tag("odd name,with=specials") == r"odd\ name\,with\=specials"
+
+
+async def test_small_updates_are_batched_within_the_flush_interval(
+    influxdb: InfluxDB, influx_proxy: InfluxV2CompatProxy, database: str, line_config: LineConfig
+) -> None:
+    queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
+    driver = InfluxOutputDriver(settings(influx_proxy.url, database, flush_interval_ms=1_000), line_config)
+    connected = asyncio.Event()
+    task = asyncio.create_task(driver.run(queue, connected.set))
+    try:
+        await asyncio.wait_for(connected.wait(), 10)
+        for i in range(5):
+            enqueue(queue, update([(0, T0 + i, float(i), Quality.GOOD)]))
+            await asyncio.sleep(0.01)  # a producer ticking every 10 ms: the workload, not a sync
+        await until(lambda: len(queue) == 0 or task.done(), "the queue to drain")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    access_log = (influx_proxy.workdir / "access.log").read_text()
+    requests = [ln for ln in access_log.splitlines() if f"bucket={database}%2Fautogen" in ln]
+    assert len(requests) == 1, requests
+    assert influxdb.rows("SELECT count(value) FROM signal", database)[0]["count"] == 5
+
+
+async def test_a_full_batch_is_sent_without_waiting_for_the_interval(
+    influxdb: InfluxDB, influx_proxy: InfluxV2CompatProxy, database: str, line_config: LineConfig
+) -> None:
+    queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
+    s = settings(influx_proxy.url, database, flush_interval_ms=60_000, batch_size=3)
+    driver = InfluxOutputDriver(s, line_config)
+    enqueue(
+        queue,
+        update([(0, T0, 1.0, Quality.GOOD), (1, T0, 2.0, Quality.GOOD), (0, T0 + 1, 3.0, Quality.GOOD)]),
+    )
+    await deliver(driver, queue)  # the 10 s deadline in `until` is far below the 60 s interval
+    assert driver.written_points == 3
+
+
+async def test_a_rejected_batch_is_counted_and_dropped_and_the_queue_moves_on(
+    influxdb: InfluxDB, influx_proxy: InfluxV2CompatProxy, database: str, line_config: LineConfig
+) -> None:
+    # `value` already exists as a string in this shard (1.x checks types per shard): float
+    # values written next to it conflict.
+    write_1x(influxdb, database, 'signal,line=line1,site=winston-salem,tag=x value="text" 1699999999999')
+    queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
+    driver = InfluxOutputDriver(settings(influx_proxy.url, database, batch_size=2), line_config)
+    poison = update([(0, T0, 1.0, Quality.GOOD), (1, T0, math.nan, Quality.BAD)])
+    later = update([], flows=FlowFigure(T0 + 5, feed_tph=1.5, black_mass_tph=None, feed_vs_nameplate=0.9))
+    enqueue(queue, poison, later)
+
+    await deliver(driver, queue)
+
+    # The quality-only point of the poison batch was stored: 1.x writes what it can.
+    assert (driver.rejected_points, driver.written_points, driver.write_errors) == (1, 2, 1)
+    stored = influxdb.rows("""SELECT quality FROM signal WHERE "tag" = 'shr.power'""", database)
+    assert stored == [{"time": 1_700_000_000_000, "quality": "bad"}]
+    assert influxdb.rows("SELECT feed_tph FROM flow", database) == [
+        {"time": 1_700_000_005_000, "feed_tph": 1.5}
+    ]
+
+
+async def test_missing_token_variable_is_fatal(
+    influx_proxy: InfluxV2CompatProxy, line_config: LineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LINEGATE_TEST_NO_SUCH_TOKEN", raising=False)
+    s = settings(influx_proxy.url, "linegate", token_env="LINEGATE_TEST_NO_SUCH_TOKEN")
+    queue: OutputQueue[PipelineUpdate] = OutputQueue(10)
+    with pytest.raises(FatalDriverError, match="LINEGATE_TEST_NO_SUCH_TOKEN"):
+        await InfluxOutputDriver(s, line_config).run(queue, lambda: None)
+
+
+async def test_outage_keeps_the_queue_and_replay_does_not_duplicate(line_config: LineConfig) -> None:
+    # A private InfluxDB and proxy: this test stops and restarts the database.
+    with InfluxDB() as influx, InfluxV2CompatProxy(influx) as proxy:
+        influx.create_database("outage")
+        driver = InfluxOutputDriver(settings(proxy.url, "outage"), line_config)
+        queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
+        first = update(
+            [(0, T0 + i, float(i), Quality.GOOD) for i in range(10)],
+            yield_rolling=figure(T0 + 10, 0.41, 0.01, Quality.GOOD),
+        )
+        second = update([(1, T0 + 20 + i, 100.0 + i, Quality.GOOD) for i in range(10)])
+
+        # InfluxDB down before the driver starts: the ping fails, nothing leaves the queue.
+        await asyncio.to_thread(influx.stop, keep_workdir=True)
+        enqueue(queue, first)
+        with pytest.raises(RetryableError, match="does not answer"):
+            await driver.run(queue, lambda: None)
+        assert (len(queue), queue.weight, queue.delivered_items) == (1, 11, 0)
+
+        # Back up: the first update is delivered. Then down again while the driver runs.
+        await asyncio.to_thread(influx.start)
+        connected = asyncio.Event()
+        task = asyncio.create_task(driver.run(queue, connected.set))
+        await until(lambda: len(queue) == 0 or task.done(), "the first update to be delivered")
+        assert not task.done()
+        await asyncio.to_thread(influx.stop, keep_workdir=True)
+        enqueue(queue, second)
+        with pytest.raises(RetryableError, match="write failed"):
+            await asyncio.wait_for(task, 10)
+        assert (len(queue), queue.weight) == (1, 10)
+        assert driver.write_errors == 1
+
+        # Restarted on the same port and data. Replaying an already written update (as after a
+        # write whose answer was lost) overwrites its points instead of adding to them.
+        await asyncio.to_thread(influx.start)
+        enqueue(queue, first)
+        await deliver(driver, queue)
+
+        counts = influx.rows('SELECT count(value) FROM signal GROUP BY "tag"', "outage", epoch=None)
+        assert {r["tag"]: r["count"] for r in counts} == {"bw_feed.rate": 10, "shr.power": 10}
+        assert influx.rows("SELECT count(value) FROM kpi", "outage")[0]["count"] == 1
+        assert driver.written_points == 11 + 10 + 11
