@@ -1,0 +1,160 @@
+"""The composition root: the one module of the core that may import drivers and simulators.
+
+It turns a validated `LineConfig` into concrete drivers and a `Runtime`, and runs the
+gateway, the simulator and the demo (which starts local services, the simulator as a child
+process, and the gateway with a live terminal view).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import tempfile
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from drivers.influx_output import InfluxOutputDriver, points_in
+from drivers.mqtt_input import MqttInputDriver
+from drivers.mqtt_output import MqttOperatorOutput
+from drivers.opcua_input import OpcUaInputDriver
+from gateway.config import LineConfig, parse_config
+from gateway.ports import BoundTag, InputDriver
+from gateway.runtime import OutputBinding, Runtime
+from gateway.terminal_view import TerminalView
+from simulators.local_config import localize_config_text
+from simulators.local_services import LocalStack, free_port
+from simulators.runner import run_simulator
+
+log = logging.getLogger(__name__)
+
+# Operator topics hold the latest state; a long backlog of superseded updates is worthless.
+MQTT_OUTPUT_QUEUE = 1_000
+
+
+def build_runtime(config: LineConfig) -> Runtime:
+    inputs: dict[InputDriver, list[int]] = {}
+    for name, settings in config.drivers.items():
+        tags = [BoundTag(i, t) for i, t in enumerate(config.tags) if t.driver == name]
+        if not tags:
+            log.warning("driver %s has no tags; not started", name)
+            continue
+        driver: InputDriver
+        if settings.type == "opcua":
+            driver = OpcUaInputDriver(name, settings, tags)
+        else:
+            driver = MqttInputDriver(name, settings, tags)
+        inputs[driver] = [bt.index for bt in tags]
+    outputs: list[OutputBinding] = []
+    if config.outputs.mqtt is not None:
+        outputs.append(OutputBinding(MqttOperatorOutput(config.outputs.mqtt, config), MQTT_OUTPUT_QUEUE))
+    if config.outputs.influxdb is not None:
+        influx = config.outputs.influxdb
+        outputs.append(OutputBinding(InfluxOutputDriver(influx, config), influx.max_buffer_points, points_in))
+    return Runtime(config, inputs, outputs)
+
+
+def _install_stop_signals(stop: asyncio.Event | None, runtime: Runtime | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runtime.stop if runtime is not None else stop.set)  # type: ignore[union-attr]
+
+
+async def serve(config: LineConfig) -> None:
+    runtime = build_runtime(config)
+    _install_stop_signals(None, runtime)
+    # `systemctl reload` sends SIGHUP, whose default action would kill the daemon. Until
+    # config reload exists, say so and keep running on the current config.
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("SIGHUP: config reload is not supported yet; config unchanged")
+    )
+    await runtime.run()
+
+
+async def simulate(
+    config: LineConfig, *, seed: int, speed: float, hours: float | None, truth: Path | None, start: datetime
+) -> None:
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    await run_simulator(config, seed=seed, speed=speed, hours=hours, truth_path=truth, start=start, stop=stop)
+
+
+async def _watch_child(proc: asyncio.subprocess.Process, runtime: Runtime) -> None:
+    code = await proc.wait()
+    log.error("simulator exited with code %s; stopping the demo", code)
+    runtime.stop()
+
+
+async def demo(config_text: str, *, minutes: float | None, speed: float, seed: int, out: TextIO) -> None:
+    """Local services + simulator (child process) + gateway with a live view, until stopped."""
+    workdir = Path(tempfile.mkdtemp(prefix="linegate-demo-"))
+    # The live view owns the terminal: the gateway's log goes to a file beside the others.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    file_handler = logging.FileHandler(workdir / "gateway.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(file_handler)
+    out.write(f"linegate demo: starting mosquitto, InfluxDB and its v2 proxy in {workdir}\n")
+    stack = LocalStack()
+    await asyncio.to_thread(stack.start)
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        text = localize_config_text(
+            config_text,
+            opcua_port=free_port(),
+            mqtt_port=stack.mosquitto.port,
+            influx_url=stack.proxy.url,
+        )
+        local = workdir / "line.toml"
+        await asyncio.to_thread(local.write_text, text, encoding="utf-8")
+        config = parse_config(tomllib.loads(text), str(local))
+        truth = workdir / "truth.jsonl"
+        start = datetime.now(UTC).replace(microsecond=0)
+        cmd = [sys.executable, "-m", "gateway.cli", "simulate", "--config", str(local), "--speed", str(speed)]
+        cmd += ["--seed", str(seed), "--truth", str(truth), "--start", start.isoformat()]
+        sim_log = await asyncio.to_thread((workdir / "simulator.log").open, "wb")
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=sim_log, stderr=asyncio.subprocess.STDOUT)
+        sim_log.close()  # the child holds its own descriptor
+        out.write(f"simulator: pid {proc.pid}, {speed:g}x plant time, log {workdir / 'simulator.log'}\n")
+        runtime = build_runtime(config)
+        _install_stop_signals(None, runtime)
+        view = TerminalView(config, runtime, out, truth_path=truth)
+        runtime.add_listener(view.on_update)
+        watcher = asyncio.create_task(_watch_child(proc, runtime))
+        timer = asyncio.create_task(_stop_after(runtime, minutes))
+        try:
+            await runtime.run()
+        finally:
+            watcher.cancel()
+            timer.cancel()
+            view.close()
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+        await asyncio.to_thread(stack.stop)
+        out.write(f"demo stopped; files kept in {workdir}\n")
+
+
+async def _stop_after(runtime: Runtime, minutes: float | None) -> None:
+    if minutes is None:
+        return
+    await asyncio.sleep(minutes * 60)  # the demo's own duration, not synchronisation
+    runtime.stop()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # asyncua logs every reconnect attempt at INFO/WARNING with tracebacks; ours say it once.
+    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))

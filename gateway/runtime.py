@@ -1,0 +1,237 @@
+"""The runtime: wires drivers -> bus -> pipeline -> outputs, and supervises all of it.
+
+Retry with backoff and jitter, connection state and counters live here once, not in every
+driver. A driver that raises `RetryableError` is restarted after a backoff; one that raises
+`FatalDriverError` is stopped and its tags go STALE, while the rest keeps running. The pipeline
+ticks on the wall clock; it works in plant time (source timestamps) inside.
+
+Shutdown (`stop()`, wired to SIGINT/SIGTERM by the CLI): the last samples are ticked through,
+outputs get a bounded time to drain their queues, then every task is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.bus import SampleBus
+from gateway.config import LineConfig
+from gateway.errors import FatalDriverError, RetryableError
+from gateway.output_queue import OutputQueue
+from gateway.pipeline import YieldPipeline
+from gateway.ports import InputDriver, OutputDriver, PipelineUpdate
+from gateway.samples import Quality
+from gateway.service_notifier import ServiceNotifier, watchdog_loop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DriverHealth:
+    name: str
+    kind: str  # "input" or "output"
+    connected: bool = False
+    ever_connected: bool = False
+    connects: int = 0
+    failures: int = 0
+    fatal: str | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class OutputBinding:
+    driver: OutputDriver
+    capacity: int
+    weight: Callable[[PipelineUpdate], int] = field(default=lambda _u: 1)
+
+
+class _DriverSink:
+    """The sink one input driver sees: puts go to the bus; stale marks use the pipeline's last time."""
+
+    def __init__(self, bus: SampleBus, pipeline: YieldPipeline, own_tags: Sequence[int]) -> None:
+        self._bus = bus
+        self._pipeline = pipeline
+        self._own = frozenset(own_tags)
+        self.put = bus.put
+
+    def mark_stale(self, tags: Sequence[int]) -> None:
+        for k in tags:
+            if k not in self._own:
+                continue
+            t = self._pipeline.last_t[k]
+            if math.isfinite(t):
+                self._bus.put(k, float(t), math.nan, Quality.STALE)
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: LineConfig,
+        inputs: dict[InputDriver, list[int]],
+        outputs: list[OutputBinding],
+        notifier: ServiceNotifier | None = None,
+    ) -> None:
+        self.config = config
+        self.bus = SampleBus(config.runtime.bus_capacity)
+        self.pipeline = YieldPipeline(config)
+        self.inputs = inputs
+        self.outputs = outputs
+        self.queues: list[OutputQueue[PipelineUpdate]] = [OutputQueue(b.capacity) for b in outputs]
+        self.notifier = notifier or ServiceNotifier()
+        self.health: dict[str, DriverHealth] = {}
+        self.latest: PipelineUpdate | None = None
+        self.last_tick_monotonic = 0.0
+        self.tick_seconds = 0.0
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._input_tasks: list[asyncio.Task[None]] = []
+        self._output_tasks: list[asyncio.Task[None]] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[PipelineUpdate], None]] = []
+
+    def add_listener(self, listener: Callable[[PipelineUpdate], None]) -> None:
+        """Call `listener` with every tick's update (the demo's terminal view uses this)."""
+        self._listeners.append(listener)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def is_healthy(self) -> bool:
+        """True while the pipeline ticks and every supervisor task is alive (the watchdog's test)."""
+        tick_age = time.monotonic() - self.last_tick_monotonic
+        ticking = tick_age < max(2.0, 5 * self.config.runtime.tick_ms / 1000)
+        tasks = [*self._input_tasks, *self._output_tasks, self._ticker]
+        return ticking and all(t is not None and not t.done() for t in tasks)
+
+    async def run(self) -> None:
+        """Run until `stop()`; then drain outputs (bounded) and cancel everything."""
+        self.notifier.status("compiling pipeline kernels")
+        await asyncio.to_thread(self.pipeline.warm_up)
+        self.notifier.status("connecting drivers")
+        for driver in self.inputs:
+            self.health[driver.name] = DriverHealth(driver.name, "input")
+        for binding in self.outputs:
+            self.health[binding.driver.name] = DriverHealth(binding.driver.name, "output")
+        for driver, tags in self.inputs.items():
+            sink = _DriverSink(self.bus, self.pipeline, tags)
+            self._input_tasks.append(asyncio.create_task(self._supervise_input(driver, sink, tags)))
+        for binding, queue in zip(self.outputs, self.queues, strict=True):
+            self._output_tasks.append(asyncio.create_task(self._supervise_output(binding.driver, queue)))
+        self._ticker = asyncio.create_task(self._tick_loop())
+        watchdog = asyncio.create_task(watchdog_loop(self.notifier, self.is_healthy, self._stop))
+        try:
+            await self._stop.wait()
+        finally:
+            self.notifier.stopping()
+            await self._shutdown()
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+
+    async def _shutdown(self, drain_timeout_s: float = 10.0) -> None:
+        assert self._ticker is not None
+        inputs_and_ticker = [*self._input_tasks, self._ticker]
+        for task in inputs_and_ticker:
+            task.cancel()
+        await asyncio.gather(*inputs_and_ticker, return_exceptions=True)
+        self._tick_once()  # whatever the inputs put last still reaches the outputs
+        deadline = time.monotonic() + drain_timeout_s
+        while any(len(q) for q in self.queues) and time.monotonic() < deadline:
+            if not any(h.connected for h in self.health.values() if h.kind == "output"):
+                break
+            await asyncio.sleep(0.05)  # polling queue lengths; outputs signal nothing on drain
+        left = sum(len(q) for q in self.queues)
+        if left:
+            log.warning("shutdown: %d updates not delivered to outputs", left)
+        for task in self._output_tasks:
+            task.cancel()
+        await asyncio.gather(*self._output_tasks, return_exceptions=True)
+
+    def _driver_connected(self, h: DriverHealth) -> None:
+        h.connected = h.ever_connected = True
+        h.connects += 1
+        h.failures = 0
+        log.info("%s %s connected", h.kind, h.name)
+        waiting = [x.name for x in self.health.values() if not x.connected]
+        if self.ready.is_set():
+            return
+        if waiting:
+            self.notifier.status(f"waiting for {', '.join(waiting)}")
+            return
+        # READY only once every driver has connected (and the kernels were compiled before).
+        self.ready.set()
+        self.notifier.ready(f"running: {len(self.config.tags)} tags, {len(self.inputs)} inputs")
+        log.info("ready: all drivers connected")
+
+    def _backoff(self, failures: int) -> float:
+        rt = self.config.runtime
+        base = min(rt.backoff_max_s, rt.backoff_initial_s * 2 ** max(0, failures - 1))
+        return base * random.uniform(0.8, 1.2)
+
+    async def _supervise_input(self, driver: InputDriver, sink: _DriverSink, tags: list[int]) -> None:
+        h = self.health[driver.name]
+        await self._supervise(
+            h, lambda: driver.run(sink, lambda: self._driver_connected(h)), lambda: sink.mark_stale(tags)
+        )
+
+    async def _supervise_output(self, driver: OutputDriver, queue: OutputQueue[PipelineUpdate]) -> None:
+        h = self.health[driver.name]
+        await self._supervise(h, lambda: driver.run(queue, lambda: self._driver_connected(h)), lambda: None)
+
+    async def _supervise(
+        self, h: DriverHealth, attempt: Callable[[], Awaitable[None]], on_down: Callable[[], None]
+    ) -> None:
+        """Run a driver's `run` again and again: backoff on RetryableError (and on a driver bug,
+        logged with its traceback, so one faulty driver never takes the gateway down); stop
+        that driver for good on FatalDriverError."""
+        while True:
+            try:
+                await attempt()
+                raise RetryableError("run() returned")
+            except RetryableError as exc:
+                h.last_error = str(exc)
+                log.warning("%s %s: %s", h.kind, h.name, exc)
+            except FatalDriverError as exc:
+                h.connected = False
+                h.fatal = h.last_error = str(exc)
+                on_down()
+                log.error("%s %s stopped: %s", h.kind, h.name, exc)
+                # Stay alive (the watchdog counts supervisors): a restart cannot fix this.
+                await self._stop.wait()
+                return
+            except Exception as exc:
+                h.last_error = f"internal error: {exc!r}"
+                log.exception("%s %s failed unexpectedly; restarting it", h.kind, h.name)
+            h.connected = False
+            h.failures += 1
+            on_down()
+            delay = self._backoff(h.failures)
+            log.info("%s %s: retry %d in %.1f s", h.kind, h.name, h.failures, delay)
+            await asyncio.sleep(delay)
+
+    def _tick_once(self) -> None:
+        started = time.perf_counter()
+        update = self.pipeline.tick(self.bus.drain())
+        for binding, queue in zip(self.outputs, self.queues, strict=True):
+            queue.put(update, binding.weight(update))
+        self.latest = update
+        self.tick_seconds = time.perf_counter() - started
+        self.last_tick_monotonic = time.monotonic()
+        for listener in self._listeners:
+            listener(update)
+
+    async def _tick_loop(self) -> None:
+        period = self.config.runtime.tick_ms / 1000
+        next_at = time.monotonic()
+        while True:
+            self._tick_once()
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay < 0:  # fell behind: skip missed ticks instead of bursting
+                next_at = time.monotonic()
+                delay = 0
+            await asyncio.sleep(delay)

@@ -1,0 +1,29 @@
+"""Point a line config at the local services of a demo or test run.
+
+The example config names fixed endpoints (OPC-UA 4840, MQTT 1883, InfluxDB proxy 8087); a demo
+or test starts its own services on free ports and needs the same file with those endpoints.
+Rewriting the text keeps every comment and key of the example, and each substitution must hit,
+so a changed example fails loudly here rather than silently pointing at the wrong port.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def localize_config_text(text: str, *, opcua_port: int, mqtt_port: int, influx_url: str | None) -> str:
+    """Return `text` with the OPC-UA, MQTT and InfluxDB endpoints replaced."""
+    rules = [
+        (r'(url = "opc\.tcp://127\.0\.0\.1:)\d+(/)', rf"\g<1>{opcua_port}\g<2>"),
+        (r"(?m)^(port = )1883\b", rf"\g<1>{mqtt_port}"),
+    ]
+    if influx_url is not None:
+        rules.append((r'(?m)^(url = ")http://127\.0\.0\.1:\d+(")', rf"\g<1>{influx_url}\g<2>"))
+    for pattern, repl in rules:
+        text, n = re.subn(pattern, repl, text)
+        if n == 0:
+            raise ValueError(f"config text has no endpoint matching {pattern!r}")
+    if influx_url is None:
+        # No InfluxDB in this run: drop the whole [outputs.influxdb] table.
+        text = re.sub(r"(?ms)^\[outputs\.influxdb\].*?(?=^\[)", "", text)
+    return text
