@@ -54,9 +54,6 @@ from gateway.samples import Quality
 log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT_MS = 10_000
-# How often the batch-accumulation wait looks at the queue's weight: the queue has no
-# "weight reached" event, and a pipeline tick (>= 10 ms) is the fastest anything arrives.
-_ACCUMULATE_POLL_S = 0.02
 # Distinct rejection reasons logged at WARNING; repeats go to DEBUG so a bad stream can't flood.
 _MAX_LOGGED_REASONS = 100
 # Fallback token: InfluxDB 1.x behind the proxy ignores it; 2.x answers 401 and we say why.
@@ -92,17 +89,22 @@ def _ms(t: float) -> int:
     return round(t * 1000.0)
 
 
-def _flow_fields(flow: FlowFigure) -> list[str]:
-    fields = []
-    for key, x in (
-        ("feed_tph", flow.feed_tph),
-        ("black_mass_tph", flow.black_mass_tph),
-        ("feed_vs_nameplate", flow.feed_vs_nameplate),
-    ):
+def _float_fields(*pairs: tuple[str, float | None]) -> list[str]:
+    """`key=value` line-protocol fields, leaving out the values InfluxDB could not store."""
+    fields: list[str] = []
+    for key, x in pairs:
         text = _float(x)
         if text is not None:
             fields.append(f"{key}={text}")
     return fields
+
+
+def _flow_fields(flow: FlowFigure) -> list[str]:
+    return _float_fields(
+        ("feed_tph", flow.feed_tph),
+        ("black_mass_tph", flow.black_mass_tph),
+        ("feed_vs_nameplate", flow.feed_vs_nameplate),
+    )
 
 
 def points_in(update: PipelineUpdate) -> int:
@@ -177,8 +179,7 @@ class InfluxOutputDriver:
         return out
 
     def _kpi_line(self, fig: YieldFigure) -> str:
-        fields: list[str] = []
-        for key, x in (
+        fields = _float_fields(
             ("value", None if fig.value is None else fig.value * 100.0),
             ("uncertainty", None if fig.uncertainty is None else fig.uncertainty * 100.0),
             ("coverage", fig.coverage),
@@ -187,10 +188,7 @@ class InfluxOutputDriver:
             ("delay_min", fig.delay_min),
             ("feed_t", fig.feed_t),
             ("black_mass_t", fig.black_mass_t),
-        ):
-            text = _float(x)
-            if text is not None:
-                fields.append(f"{key}={text}")
+        )
         fields.append(f"quality={_string_field(_quality_label(int(fig.quality)))}")
         tags = f"basis={escape_tag(fig.basis)},kpi=yield_rolling,{self._series_tags}"
         return f"kpi,{tags} {','.join(fields)} {_ms(fig.t)}"
@@ -221,7 +219,8 @@ class InfluxOutputDriver:
             batch_size = self.settings.batch_size
             while True:
                 await queue.wait()
-                await self._accumulate(queue)
+                # Give a batch up to flush_interval_ms to fill, so points are not sent one by one.
+                await queue.wait_for_weight(batch_size, self.settings.flush_interval_ms / 1000.0)
                 items, token = queue.peek(batch_size)
                 lines = [line for update in items for line in self.lines(update)]
                 for start in range(0, len(lines), batch_size):
@@ -229,16 +228,6 @@ class InfluxOutputDriver:
                 queue.commit(token)
         finally:
             client.close()
-
-    async def _accumulate(self, queue: OutputQueue[PipelineUpdate]) -> None:
-        """Wait up to flush_interval_ms for a full batch, so points are not sent one by one."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.flush_interval_ms / 1000.0
-        while queue.weight < self.settings.batch_size:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            await asyncio.sleep(min(remaining, _ACCUMULATE_POLL_S))
 
     async def _write(self, write_api: WriteApi, lines: list[str]) -> None:
         try:

@@ -15,8 +15,6 @@ Connection behaviour:
   `unexpected_topic`.
 * `aiomqtt.MqttError` becomes `RetryableError`; a refused login or client id becomes
   `FatalDriverError`, since retrying with the same credentials cannot help.
-
-This module also holds the connection helpers the MQTT output driver shares.
 """
 
 from __future__ import annotations
@@ -24,19 +22,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
-import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
 
+from drivers.mqtt_common import (
+    RateLimitedLog,
+    client_options,
+    raise_if_cancel_swallowed,
+    random_identifier,
+    wrap_mqtt_error,
+)
 from drivers.mqtt_payload import REJECT_REASONS, Decoded, decode_payload
-from gateway.config import MqttConnection
 from gateway.config import MqttInputDriver as MqttInputSettings
-from gateway.errors import FatalDriverError, LinegateError, RetryableError
+from gateway.errors import FatalDriverError, RetryableError
 from gateway.ports import BoundTag, SampleSink
 from gateway.samples import Quality
 
@@ -47,12 +48,6 @@ log = logging.getLogger(__name__)
 # counted (`queue_overflow`), as the sample bus does: for sensor values the newest matter most.
 INCOMING_QUEUE_SIZE: Final = 10_000
 
-# At most one log line per topic per this many seconds; counters carry the full numbers.
-LOG_INTERVAL_S: Final = 60.0
-
-# CONNACK codes that retrying cannot fix: MQTT 3.1.1 (2, 4, 5) and their MQTT 5 equivalents.
-_FATAL_CONNACK: Final = frozenset({2, 4, 5, 133, 134, 135})
-
 # Counter keys, all present from the start so dashboards see zeros rather than gaps.
 DROP_REASONS: Final[tuple[str, ...]] = (
     *REJECT_REASONS,
@@ -60,84 +55,6 @@ DROP_REASONS: Final[tuple[str, ...]] = (
     "retained_untimed",  # a retained bare number: its age is unknown, so it is not a current reading
     "queue_overflow",  # dropped before decoding because the incoming queue was full
 )
-
-
-def client_options(conn: MqttConnection, default_identifier: str) -> dict[str, Any]:
-    """Keyword arguments for `aiomqtt.Client` from a connection config.
-
-    Raises `FatalDriverError` when the password's environment variable is missing: the gateway
-    should refuse to start rather than retry a login that cannot succeed.
-    """
-    password: str | None = None
-    if conn.password_env is not None:
-        password = os.environ.get(conn.password_env)
-        if password is None:
-            raise FatalDriverError(
-                f"MQTT {conn.host}:{conn.port}: environment variable {conn.password_env} "
-                "(connection.password_env) is not set"
-            )
-        if conn.username is None:
-            raise FatalDriverError(
-                f"MQTT {conn.host}:{conn.port}: connection.password_env is set but connection.username is not"
-            )
-    return {
-        "hostname": conn.host,
-        "port": conn.port,
-        "username": conn.username,
-        "password": password,
-        "identifier": conn.client_id or default_identifier,
-        "keepalive": conn.keepalive_s,
-    }
-
-
-def wrap_mqtt_error(exc: aiomqtt.MqttError, what: str) -> LinegateError:
-    """Map an aiomqtt error to the gateway's retry classes; the caller raises it `from exc`."""
-    if isinstance(exc, MqttConnectError):
-        code = getattr(exc.rc, "value", exc.rc)
-        if code in _FATAL_CONNACK:
-            return FatalDriverError(f"{what}: broker refused the connection: {exc}")
-    return RetryableError(f"{what}: {exc}")
-
-
-def raise_if_cancel_swallowed() -> None:
-    """Re-raise a cancellation that aiomqtt lost; call after each awaited aiomqtt operation.
-
-    aiomqtt waits for CONNACK, SUBACK and PUBACK with `asyncio.wait_for`, which on Python 3.11
-    returns the result instead of raising when the cancel and the acknowledgement arrive in the
-    same loop iteration (CPython gh-86296, fixed in 3.12). The task would then run on forever
-    after the runtime cancelled it. The task still counts the request (`cancelling()`), so
-    honour it here.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def random_identifier(name: str) -> str:
-    return f"linegate-{name}-{secrets.token_hex(4)}"
-
-
-class RateLimitedLog:
-    """Logs a warning per key at most once per `interval_s`, with the number suppressed since."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = LOG_INTERVAL_S) -> None:
-        self._logger = logger
-        self._interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            self._logger.warning(msg + " (%d similar suppressed)", *args, suppressed)
-        else:
-            self._logger.warning(msg, *args)
 
 
 class MqttInputDriver:

@@ -29,7 +29,7 @@ from typing import Final
 
 import aiomqtt
 
-from drivers.mqtt_input import (
+from drivers.mqtt_common import (
     RateLimitedLog,
     client_options,
     raise_if_cancel_swallowed,

@@ -54,6 +54,23 @@ class OutputQueue(Generic[T]):
             self._ready.clear()
             await self._ready.wait()
 
+    # ASYNC109 would have callers wrap us in asyncio.timeout, but here running out of time is
+    # the normal end of the wait, not an error to catch.
+    async def wait_for_weight(self, weight: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Return once the queue's total weight is at least `weight`, or after `timeout` seconds,
+        whichever comes first (a timeout is not an error: the caller then takes what there is).
+
+        Woken by `put`, so a batch that fills early goes out at once and no loop polls the queue.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while self._weight < weight:
+                    # Clearing is safe with other waiters: `set` has already woken them.
+                    self._ready.clear()
+                    await self._ready.wait()
+        except TimeoutError:
+            pass
+
     def peek(self, max_weight: int) -> tuple[list[T], int]:
         """The oldest items whose weights add up to at most `max_weight` (at least one item),
         and a token to `commit` them with once delivered."""

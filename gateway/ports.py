@@ -17,7 +17,7 @@ import numpy as np
 
 from gateway.config import Tag
 from gateway.output_queue import OutputQueue
-from gateway.samples import Quality
+from gateway.samples import Quality, SampleBatch
 
 
 class SampleSink(Protocol):
@@ -98,6 +98,13 @@ class SampleColumns:
 
     def __len__(self) -> int:
         return int(self.tag.shape[0])
+
+    @staticmethod
+    def empty() -> SampleColumns:
+        # The pipeline slices these columns out of a bus batch, so borrow the batch's dtypes
+        # rather than spell them out a second time.
+        batch = SampleBatch.empty()
+        return SampleColumns(tag=batch.tag, t=batch.t, value=batch.value, quality=batch.quality)
 
 
 @dataclass(frozen=True, slots=True)

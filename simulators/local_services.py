@@ -65,7 +65,26 @@ class _AddressInUse(RuntimeError):
     pass
 
 
-class _Service:
+class _StartStop:
+    """`with` support for anything with `start() -> Self` and `stop()`: start on entry, stop on exit."""
+
+    # Declared so `__enter__`/`__exit__` type-check here; every subclass defines both.
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class _Service(_StartStop):
     """A child process with a work dir, a log file and a readiness probe."""
 
     binary: str = ""
@@ -163,14 +182,6 @@ class _Service:
             if tail:
                 parts.append(f"--- {name} ---\n{tail}")
         return "\n".join(parts) or "(empty log)"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- internals --------------------------------------------------------------------------
     def _start_once(self, exe: str) -> None:
@@ -466,7 +477,7 @@ class InfluxV2CompatProxy(_Service):
 # -- all three --------------------------------------------------------------------------------
 
 
-class LocalStack:
+class LocalStack(_StartStop):
     """mosquitto + InfluxDB (database `linegate`) + the v2-compat proxy, for a demo or test run."""
 
     database = "linegate"
@@ -493,11 +504,3 @@ class LocalStack:
     def stop(self) -> None:
         for service in (self.proxy, self.influxdb, self.mosquitto):
             service.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

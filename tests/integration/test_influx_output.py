@@ -24,6 +24,7 @@ from gateway.output_queue import OutputQueue
 from gateway.ports import FlowFigure, PipelineUpdate, SampleColumns, YieldFigure
 from gateway.samples import Quality
 from simulators.local_services import InfluxDB, InfluxV2CompatProxy
+from tests.builders import pipeline_update, yield_figure
 
 pytestmark = pytest.mark.integration
 
@@ -65,20 +66,18 @@ def update(
 ) -> PipelineUpdate:
     cols = samples(rows)
     t = max([*cols.t.tolist(), T0])
-    return PipelineUpdate(t, [], cols, yield_rolling, flows, tag_names=list(NAMES))
+    return pipeline_update(t_plant=t, samples=cols, yield_rolling=yield_rolling, flows=flows, tag_names=NAMES)
 
 
 def figure(t: float, value: float | None, uncertainty: float | None, quality: Quality) -> YieldFigure:
-    return YieldFigure(
+    # A window still filling (3.5 h of 4): the kpi read-back below checks these exact fields.
+    return yield_figure(
         t=t,
         value=value,
         uncertainty=uncertainty,
         quality=quality,
         coverage=0.93,
-        window_h=4.0,
         covered_h=3.5,
-        delay_min=95.0,
-        basis="wet",
         feed_t=6.25,
         black_mass_t=2.577,
     )

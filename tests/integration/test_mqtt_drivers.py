@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiomqtt
-import numpy as np
 import pytest
 
 from drivers.mqtt_input import MqttInputDriver
@@ -33,9 +32,10 @@ from gateway.config import LineConfig, MqttConnection, MqttOutput, Tag, load_con
 from gateway.config import MqttInputDriver as MqttInputSettings
 from gateway.errors import FatalDriverError, RetryableError
 from gateway.output_queue import OutputQueue
-from gateway.ports import BoundTag, FlowFigure, PipelineUpdate, SampleColumns, SignalState, YieldFigure
+from gateway.ports import BoundTag, FlowFigure, PipelineUpdate, SignalState
 from gateway.samples import Quality
 from simulators.local_services import Mosquitto, free_port
+from tests.builders import pipeline_update, yield_figure
 
 pytestmark = pytest.mark.integration
 
@@ -344,17 +344,8 @@ def output_settings(broker: BrokerAddress, prefix: str, min_interval_s: float = 
     )
 
 
-def no_samples() -> SampleColumns:
-    return SampleColumns(
-        tag=np.empty(0, np.int32),
-        t=np.empty(0, np.float64),
-        value=np.empty(0, np.float64),
-        quality=np.empty(0, np.int8),
-    )
-
-
 def sample_update(t: float = T0) -> PipelineUpdate:
-    return PipelineUpdate(
+    return pipeline_update(
         t_plant=t,
         signals=[
             SignalState("gas.h2", "ppm", t, 5.5, Quality.GOOD),
@@ -362,32 +353,13 @@ def sample_update(t: float = T0) -> PipelineUpdate:
             SignalState("dry.jacket_temp", "°C", t - 30, 71.25, Quality.STALE),
             SignalState("shr.o2_a", "vol%", t, 1.2, Quality.UNCERTAIN),
         ],
-        samples=no_samples(),
-        yield_rolling=YieldFigure(
-            t=t,
-            value=0.41237,
-            uncertainty=0.0123,
-            quality=Quality.GOOD,
-            coverage=0.97,
-            window_h=4.0,
-            covered_h=4.0,
-            delay_min=95.0,
-            basis="wet",
-            feed_t=6.6,
-            black_mass_t=2.72164,
-        ),
+        yield_rolling=yield_figure(t=t),  # the builder's defaults: EXPECTED_YIELD is them on the wire
         flows=FlowFigure(t=t, feed_tph=1.65, black_mass_tph=None, feed_vs_nameplate=1.65 / 1.6875),
     )
 
 
 def signal_update(name: str, value: float, t: float) -> PipelineUpdate:
-    return PipelineUpdate(
-        t_plant=t,
-        signals=[SignalState(name, "ppm", t, value, Quality.GOOD)],
-        samples=no_samples(),
-        yield_rolling=None,
-        flows=None,
-    )
+    return pipeline_update(t_plant=t, signals=[SignalState(name, "ppm", t, value, Quality.GOOD)])
 
 
 EXPECTED_SIGNALS = {

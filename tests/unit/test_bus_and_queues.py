@@ -71,3 +71,35 @@ async def test_output_queue_wait_wakes_on_put() -> None:
 def test_bus_rejects_zero_capacity() -> None:
     with pytest.raises(ValueError, match="capacity"):
         SampleBus(0)
+
+
+async def test_output_queue_wait_for_weight_wakes_on_the_put_that_reaches_it() -> None:
+    q: OutputQueue[int] = OutputQueue(capacity=10)
+    item_waiter = asyncio.create_task(q.wait())
+    weight_waiter = asyncio.create_task(q.wait_for_weight(5, timeout=60.0))
+    await asyncio.sleep(0)
+    q.put(1, weight=2)
+    await asyncio.wait_for(item_waiter, 1.0)  # the two waiters share one wake-up event
+    await asyncio.sleep(0)  # let the weight waiter see 2 < 5 and go back to sleep
+    assert not weight_waiter.done()
+    q.put(2, weight=3)
+    await asyncio.wait_for(weight_waiter, 1.0)  # long before its 60 s timeout
+
+
+async def test_output_queue_wait_for_weight_returns_at_the_timeout_without_raising() -> None:
+    q: OutputQueue[int] = OutputQueue(capacity=10)
+    q.put(1, weight=2)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await q.wait_for_weight(5, timeout=0.05)
+    assert loop.time() - start >= 0.05 - 0.001  # asyncio may fire a timer a clock tick early
+    await asyncio.wait_for(q.wait_for_weight(2, timeout=60.0), 1.0)  # already there: no wait
+
+
+async def test_output_queue_wait_for_weight_passes_a_cancel_through() -> None:
+    q: OutputQueue[int] = OutputQueue(capacity=10)
+    waiter = asyncio.create_task(q.wait_for_weight(5, timeout=60.0))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
