@@ -48,6 +48,24 @@ class Line(Model):
     nameplate: Nameplate
 
 
+class MqttTls(Model):
+    # PEM files. The CA verifies the broker; a client certificate and key authenticate us.
+    ca_file: str
+    cert_file: str | None = None
+    key_file: str | None = None
+    check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file: give cert_file and key_file together, or neither")
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, key)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{key}: no such file: {path}")
+        return self
+
+
 class MqttConnection(Model):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -56,6 +74,9 @@ class MqttConnection(Model):
     password_env: str | None = None
     client_id: str | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # "auto" tries MQTT 5 and falls back to 3.1.1 when the broker refuses the protocol version.
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    tls: MqttTls | None = None
 
 
 class OpcUaDriver(Model):
@@ -68,11 +89,41 @@ class OpcUaDriver(Model):
     queue_maxsize: int = Field(default=10_000, ge=10)
 
 
+MQTT_FILTER = r"^([^+#/]*|\+)(/([^+#/]*|\+))*(/#)?$|^#$"
+# A dotted path into a JSON payload: object keys or list indices, no empty part.
+JSON_PATH = r"^[^.]+(\.[^.]+)*$"
+
+
+class TopicRoute(Model):
+    """Maps every topic matching a wildcard filter to a tag named from its `+` segments.
+
+    `topic = "plant/line1/gas/+"` with `tag = "gas.{1}"` sends `plant/line1/gas/h2` to tag
+    `gas.h2`. The tag must still be declared in [[tags]] (unit, range); a matching topic that
+    names no declared tag is counted as unexpected, never guessed.
+    """
+
+    topic: Annotated[str, Field(pattern=MQTT_FILTER)]
+    tag: str
+
+    @model_validator(mode="after")
+    def _check(self) -> TopicRoute:
+        wildcards = self.topic.split("/").count("+")
+        if wildcards == 0:
+            raise ValueError("topic: a route needs at least one '+' wildcard; use the tag's own topic")
+        for ref in re.findall(r"\{(\d+)\}", self.tag):
+            if not 1 <= int(ref) <= wildcards:
+                raise ValueError(f"tag: {{{ref}}} refers to a '+' segment the topic does not have")
+        if not re.search(r"\{\d+\}", self.tag):
+            raise ValueError("tag: the template must use at least one {N} segment")
+        return self
+
+
 class MqttInputDriver(Model):
     type: Literal["mqtt"]
     connection: MqttConnection = MqttConnection()
     qos: Literal[0, 1] = 1
     max_payload_bytes: int = Field(default=4096, ge=16)
+    routes: list[TopicRoute] = []
 
 
 Driver = Annotated[OpcUaDriver | MqttInputDriver, Field(discriminator="type")]
@@ -85,10 +136,21 @@ class Tag(Model):
     range: tuple[float, float]
     description: str = ""
     node_id: str | None = None
-    topic: str | None = None
-    # MQTT payload shape: a JSON object {"value": v, "ts": epoch seconds} or a bare number
-    # (then the receive time stands in for the source time and the sample is UNCERTAIN).
-    payload: Literal["json", "number"] = "json"
+    topic: Annotated[str, Field(pattern=r"^[^+#]+$")] | None = None
+    # MQTT payload shape:
+    #   json    an object; value, timestamp and quality found at the *_path keys below
+    #   number  a bare number (the receive time stands in for the source time: UNCERTAIN)
+    #   senml   a SenML pack (RFC 8428, JSON): the record named `senml_name` (default: the tag
+    #           name), time from bt + t
+    payload: Literal["json", "number", "senml"] = "json"
+    # Dotted paths into a JSON payload ("data.v", "readings.0.value").
+    value_path: Annotated[str, Field(pattern=JSON_PATH)] = "value"
+    time_path: Annotated[str, Field(pattern=JSON_PATH)] | None = "ts"  # None: no source time (UNCERTAIN)
+    time_format: Literal["epoch_s", "epoch_ms", "iso8601"] = "epoch_s"
+    quality_path: Annotated[str, Field(pattern=JSON_PATH)] | None = "quality"
+    senml_name: str | None = None
+    # Operator topics publish a changed value only when it moved by more than this (units).
+    deadband: float = Field(default=0.0, ge=0)
     # Role in the mass balance. `signal` is displayed and stored but not balanced.
     role: Literal["signal", "feed", "black_mass"] = "signal"
     # For balance streams: a totalizer (monotone, preferred) or a rate.
@@ -154,6 +216,9 @@ class MqttOutput(Model):
     qos: Literal[0, 1] = 1
     # At most one publish per topic per this many wall seconds (latest value wins).
     min_interval_s: float = Field(default=1.0, ge=0)
+    # Listen for operator commands on <base>/commands/<setpoint>/set and answer on .../result
+    # (or the MQTT 5 response topic). Until guarded control exists every command is refused.
+    commands: bool = True
 
 
 class InfluxOutput(Model):
@@ -179,7 +244,8 @@ class Runtime(Model):
     bus_capacity: int = Field(default=65_536, ge=1024)
     # First reconnect delay and its cap, in wall seconds; jitter is added.
     backoff_initial_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=15.0, gt=0)
+    # Short on purpose: a broker or PLC back after a restart is used again within ~5 s.
+    backoff_max_s: float = Field(default=4.0, gt=0)
 
 
 class LineConfig(Model):
@@ -205,8 +271,8 @@ class LineConfig(Model):
                 raise ValueError(f"{where}.driver: no driver named '{tag.driver}' in [drivers]")
             if driver.type == "opcua" and tag.node_id is None:
                 raise ValueError(f"{where}.node_id: required for OPC-UA driver '{tag.driver}'")
-            if driver.type == "mqtt" and tag.topic is None:
-                raise ValueError(f"{where}.topic: required for MQTT driver '{tag.driver}'")
+            if driver.type == "mqtt" and tag.topic is None and not driver.routes:
+                raise ValueError(f"{where}.topic: required for MQTT driver '{tag.driver}' (it has no routes)")
         for role in ("feed", "black_mass"):
             n = sum(1 for t in self.tags if t.role == role)
             if n != 1:

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from gateway import kernels
+from gateway.alarms import Severity, alarm_id
 from gateway.config import LineConfig
 from gateway.ports import FlowFigure, PipelineUpdate, SampleColumns, SignalState, YieldFigure
 from gateway.samples import Quality, SampleBatch
@@ -131,6 +132,30 @@ class YieldPipeline:
             flows=self._flows(),
             tag_names=self.tag_names,
         )
+
+    def alarm_conditions(self, y: YieldFigure | None) -> dict[str, tuple[str, str, Severity, str]]:
+        """The alarm conditions that hold after this tick (see `gateway.alarms.AlarmBoard`)."""
+        out: dict[str, tuple[str, str, Severity, str]] = {}
+        for k in np.flatnonzero(self.last_quality >= Quality.BAD):
+            name = self.tag_names[k]
+            if self.last_quality[k] == Quality.STALE:
+                if np.isfinite(self.last_t[k]):  # never reported: not stale, just not started
+                    out[alarm_id("tag_stale", name)] = (
+                        "tag_stale",
+                        name,
+                        Severity.WARNING,
+                        f"{name}: no fresh data",
+                    )
+            else:
+                out[alarm_id("tag_bad", name)] = ("tag_bad", name, Severity.WARNING, f"{name}: bad quality")
+        if y is not None and y.covered_h >= y.window_h and y.quality is not Quality.GOOD:
+            out[alarm_id("yield_uncertain", "yield_rolling")] = (
+                "yield_uncertain",
+                "yield_rolling",
+                Severity.WARNING,
+                f"rolling yield not trustworthy: coverage {y.coverage:.0%}, inputs not all good",
+            )
+        return out
 
     def signal_states(self) -> list[SignalState]:
         """Latest state of every tag that has reported at least once."""

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from gateway.alarms import Alarm, AlarmEvent
 from gateway.config import Tag
 from gateway.output_queue import OutputQueue
 from gateway.samples import Quality, SampleBatch
@@ -117,6 +118,8 @@ class PipelineUpdate:
     yield_rolling: YieldFigure | None
     flows: FlowFigure | None
     tag_names: list[str] = field(default_factory=list)  # index -> name, for `samples`
+    alarm_events: list[AlarmEvent] = field(default_factory=list)  # raised or cleared this tick
+    active_alarms: list[Alarm] = field(default_factory=list)  # everything active after it
 
 
 class OutputDriver(Protocol):
@@ -128,4 +131,14 @@ class OutputDriver(Protocol):
         An item leaves the queue (`queue.commit`) only once it was delivered, so a lost
         connection (`RetryableError`) loses nothing that the queue still holds.
         """
+        ...
+
+
+class Service(Protocol):
+    """Anything else the runtime keeps running and reconnecting (the MQTT command channel)."""
+
+    name: str
+
+    async def run(self, on_connected: Callable[[], None]) -> None:
+        """Connect, call `on_connected`, then serve until cancelled; `RetryableError` on loss."""
         ...

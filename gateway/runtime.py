@@ -17,14 +17,16 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
+from gateway.alarms import AlarmBoard, Severity, alarm_id
 from gateway.bus import SampleBus
 from gateway.config import LineConfig
 from gateway.errors import FatalDriverError, RetryableError
 from gateway.output_queue import OutputQueue
 from gateway.pipeline import YieldPipeline
-from gateway.ports import InputDriver, OutputDriver, PipelineUpdate
+from gateway.ports import InputDriver, OutputDriver, PipelineUpdate, Service
 from gateway.samples import Quality
 from gateway.service_notifier import ServiceNotifier, watchdog_loop
 
@@ -75,15 +77,18 @@ class Runtime:
         inputs: dict[InputDriver, list[int]],
         outputs: list[OutputBinding],
         notifier: ServiceNotifier | None = None,
+        services: list[Service] | None = None,
     ) -> None:
         self.config = config
         self.bus = SampleBus(config.runtime.bus_capacity)
         self.pipeline = YieldPipeline(config)
         self.inputs = inputs
         self.outputs = outputs
+        self.services = services or []
         self.queues: list[OutputQueue[PipelineUpdate]] = [OutputQueue(b.capacity) for b in outputs]
         self.notifier = notifier or ServiceNotifier()
         self.health: dict[str, DriverHealth] = {}
+        self.alarms = AlarmBoard()
         self.latest: PipelineUpdate | None = None
         self.last_tick_monotonic = 0.0
         self.tick_seconds = 0.0
@@ -91,6 +96,7 @@ class Runtime:
         self._stop = asyncio.Event()
         self._input_tasks: list[asyncio.Task[None]] = []
         self._output_tasks: list[asyncio.Task[None]] = []
+        self._service_tasks: list[asyncio.Task[None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[PipelineUpdate], None]] = []
 
@@ -105,7 +111,7 @@ class Runtime:
         """True while the pipeline ticks and every supervisor task is alive (the watchdog's test)."""
         tick_age = time.monotonic() - self.last_tick_monotonic
         ticking = tick_age < max(2.0, 5 * self.config.runtime.tick_ms / 1000)
-        tasks = [*self._input_tasks, *self._output_tasks, self._ticker]
+        tasks = [*self._input_tasks, *self._output_tasks, *self._service_tasks, self._ticker]
         return ticking and all(t is not None and not t.done() for t in tasks)
 
     async def run(self) -> None:
@@ -117,11 +123,17 @@ class Runtime:
             self.health[driver.name] = DriverHealth(driver.name, "input")
         for binding in self.outputs:
             self.health[binding.driver.name] = DriverHealth(binding.driver.name, "output")
+        for service in self.services:
+            self.health[service.name] = DriverHealth(service.name, "service")
         for driver, tags in self.inputs.items():
             sink = _DriverSink(self.bus, self.pipeline, tags)
             self._input_tasks.append(asyncio.create_task(self._supervise_input(driver, sink, tags)))
         for binding, queue in zip(self.outputs, self.queues, strict=True):
             self._output_tasks.append(asyncio.create_task(self._supervise_output(binding.driver, queue)))
+        for service in self.services:
+            h = self.health[service.name]
+            attempt = partial(service.run, partial(self._driver_connected, h))
+            self._service_tasks.append(asyncio.create_task(self._supervise(h, attempt, lambda: None)))
         self._ticker = asyncio.create_task(self._tick_loop())
         watchdog = asyncio.create_task(watchdog_loop(self.notifier, self.is_healthy, self._stop))
         try:
@@ -134,7 +146,7 @@ class Runtime:
 
     async def _shutdown(self, drain_timeout_s: float = 10.0) -> None:
         assert self._ticker is not None
-        inputs_and_ticker = [*self._input_tasks, self._ticker]
+        inputs_and_ticker = [*self._input_tasks, *self._service_tasks, self._ticker]
         for task in inputs_and_ticker:
             task.cancel()
         await asyncio.gather(*inputs_and_ticker, return_exceptions=True)
@@ -213,9 +225,22 @@ class Runtime:
             log.info("%s %s: retry %d in %.1f s", h.kind, h.name, h.failures, delay)
             await asyncio.sleep(delay)
 
+    def _alarm_conditions(self, update: PipelineUpdate) -> dict[str, tuple[str, str, Severity, str]]:
+        conditions = self.pipeline.alarm_conditions(update.yield_rolling)
+        for h in self.health.values():
+            # Only a driver that was up and went down (or was stopped) is an alarm; one still
+            # connecting at start is reported through the service status instead.
+            if h.fatal is not None or (h.ever_connected and not h.connected):
+                text = f"{h.kind} driver {h.name} down: {h.fatal or h.last_error or 'connection lost'}"
+                conditions[alarm_id("driver_down", h.name)] = ("driver_down", h.name, Severity.ALARM, text)
+        return conditions
+
     def _tick_once(self) -> None:
         started = time.perf_counter()
         update = self.pipeline.tick(self.bus.drain())
+        t = update.t_plant if math.isfinite(update.t_plant) else time.time()
+        events = self.alarms.update(self._alarm_conditions(update), t)
+        update = replace(update, alarm_events=events, active_alarms=list(self.alarms.active.values()))
         for binding, queue in zip(self.outputs, self.queues, strict=True):
             queue.put(update, binding.weight(update))
         self.latest = update

@@ -115,3 +115,28 @@ def test_out_of_range_value_is_flagged_bad(config: LineConfig) -> None:
     )
     assert list(update.samples.quality) == [Quality.GOOD, Quality.BAD]
     assert update.signals[0].quality is Quality.BAD
+
+
+def test_alarm_conditions_name_stale_and_bad_tags_and_untrustworthy_yield(config: LineConfig) -> None:
+    p = YieldPipeline(config)
+    _feed(p, hours=7)
+    assert p.alarm_conditions(_last_yield(p)) == {}
+    t = float(p.last_t[p.feed_tag])
+    k = config.tag_index("shr.power")
+    p.tick(
+        SampleBatch(
+            tag=np.array([p.feed_tag, k], np.int32),
+            t=np.array([t, t]),
+            value=np.array([np.nan, 900.0]),
+            quality=np.array([Quality.STALE, Quality.GOOD], np.int8),
+            status=np.zeros(2, np.uint32),
+        )
+    )
+    conditions = p.alarm_conditions(_last_yield(p))
+    assert set(conditions) == {
+        "tag_stale:bw_feed.total",
+        "tag_bad:shr.power",
+        "yield_uncertain:yield_rolling",
+    }
+    # Tags that never reported are not stale: they have not started.
+    assert not any("gas.h2" in c for c in conditions)
