@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
+import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -230,10 +234,26 @@ _MQTT_CONNACK_OK = bytes([0x20, 2, 0, 0])
 _MQTT_DISCONNECT = bytes([0xE0, 0])
 
 
-def mqtt_handshake(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True when an MQTT broker at host:port accepts an anonymous CONNECT."""
+def mqtt_handshake(
+    host: str, port: int, timeout: float = 2.0, tls: ssl.SSLContext | None = None, *, connect: bool = True
+) -> bool:
+    """True when an MQTT broker at host:port accepts an anonymous CONNECT.
+
+    With `tls`, the TLS handshake comes first (verifying the broker with that context); with
+    `connect=False` a completed handshake is enough (for a listener that wants a client
+    certificate the probe does not have: in TLS 1.3 the client finishes its side first).
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
+        raw = socket.create_connection((host, port), timeout=timeout)
+        try:
+            # wrap_socket takes the connection over (and does the handshake) when it succeeds.
+            s = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+        except OSError:
+            raw.close()
+            raise
+        with s:
+            if not connect:
+                return True
             s.sendall(_MQTT_CONNECT)
             reply = b""
             while len(reply) < 4:
@@ -243,23 +263,47 @@ def mqtt_handshake(host: str, port: int, timeout: float = 2.0) -> bool:
                 reply += chunk
             s.sendall(_MQTT_DISCONNECT)
             return reply == _MQTT_CONNACK_OK
-    except OSError:
+    except OSError:  # ssl.SSLError included
         return False
 
 
+@dataclass(frozen=True)
+class MosquittoTls:
+    """A TLS listener for `Mosquitto`: the broker's certificate and key, the CA for client certs.
+
+    With `require_certificate`, clients must present a certificate signed by `ca_file`.
+    `probe_cert_file`/`probe_key_file` (a client certificate) let the readiness probe do a full
+    MQTT CONNECT over TLS; without them a listener requiring certificates is ready once the TLS
+    handshake completes.
+    """
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+    probe_cert_file: Path | None = None
+    probe_key_file: Path | None = None
+
+
 class Mosquitto(_Service):
-    """An anonymous mosquitto broker on 127.0.0.1, no persistence."""
+    """An anonymous mosquitto broker on 127.0.0.1, no persistence; plain TCP or, with `tls`, TLS."""
 
     binary = "mosquitto"
     label = "mosquitto"
 
     def __init__(
-        self, port: int | None = None, workdir: Path | None = None, startup_timeout: float = STARTUP_TIMEOUT_S
+        self,
+        port: int | None = None,
+        workdir: Path | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT_S,
+        tls: MosquittoTls | None = None,
     ) -> None:
         super().__init__(workdir, startup_timeout)
         self.host = HOST
         self._fixed_port = port is not None
         self.port = port if port is not None else free_port()
+        self.tls = tls
+        self._tls_dir: Path | None = None  # mosquitto's private copies of the TLS files
 
     def _new_ports(self) -> bool:
         if not self._fixed_port:
@@ -276,13 +320,70 @@ class Mosquitto(_Service):
             "persistence false\n"
             "log_dest stdout\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
-            "connection_messages false\n",
+            "connection_messages false\n" + (self._tls_conf() if self.tls is not None else ""),
             encoding="utf-8",
         )
         return [exe, "-c", str(conf)]
 
+    def _tls_conf(self) -> str:
+        assert self.tls is not None
+        # mosquitto started as root drops to user `mosquitto` before it reads certificates and
+        # keys, and a given workdir may sit below a directory only we can enter (pytest's
+        # tmp_path). So it gets its own copies in a fresh private dir (0700) it owns.
+        self._drop_tls_dir()
+        tls_dir = Path(tempfile.mkdtemp(prefix="linegate-mosquitto-tls-"))
+        self._tls_dir = tls_dir
+        owner = _mosquitto_user()
+        if owner is not None:
+            os.chown(tls_dir, owner, -1)
+        paths: dict[str, Path] = {}
+        for key, source in (
+            ("cafile", self.tls.ca_file),
+            ("certfile", self.tls.cert_file),
+            ("keyfile", self.tls.key_file),
+        ):
+            target = tls_dir / f"{key}.pem"
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if owner is not None:
+                os.chown(target, owner, -1)
+            paths[key] = target
+        return (
+            f"cafile {paths['cafile']}\n"
+            f"certfile {paths['certfile']}\n"
+            f"keyfile {paths['keyfile']}\n"
+            f"require_certificate {'true' if self.tls.require_certificate else 'false'}\n"
+        )
+
+    def _drop_tls_dir(self) -> None:
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
+
+    def stop(self, *, keep_workdir: bool = False) -> None:
+        super().stop(keep_workdir=keep_workdir)
+        self._drop_tls_dir()
+
     def _ready(self) -> bool:
-        return mqtt_handshake(self.host, self.port)
+        if self.tls is None:
+            return mqtt_handshake(self.host, self.port)
+        ctx = ssl.create_default_context(cafile=str(self.tls.ca_file))
+        has_cert = self.tls.probe_cert_file is not None and self.tls.probe_key_file is not None
+        if has_cert:
+            ctx.load_cert_chain(str(self.tls.probe_cert_file), str(self.tls.probe_key_file))
+        return mqtt_handshake(
+            self.host, self.port, tls=ctx, connect=has_cert or not self.tls.require_certificate
+        )
+
+
+def _mosquitto_user() -> int | None:
+    """The uid mosquitto will run as when we start it as root; None when it keeps ours."""
+    if os.geteuid() != 0:
+        return None  # a non-root mosquitto cannot change user: it reads files as us
+    try:
+        return pwd.getpwnam("mosquitto").pw_uid
+    except KeyError:
+        return None  # no such user: mosquitto then stays root (and warns)
 
 
 # -- InfluxDB 1.x -----------------------------------------------------------------------------

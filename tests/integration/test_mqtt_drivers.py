@@ -24,11 +24,13 @@ from typing import Any, Protocol
 
 import aiomqtt
 import pytest
+from pydantic import ValidationError
 
+from drivers.mqtt_common import ProtocolSetting
 from drivers.mqtt_input import MqttInputDriver
 from drivers.mqtt_output import MqttOperatorOutput
 from drivers.operator_topics import base_topic, iso_ms
-from gateway.config import LineConfig, MqttConnection, MqttOutput, Tag, load_config
+from gateway.config import LineConfig, MqttConnection, MqttOutput, Tag, TopicRoute, load_config
 from gateway.config import MqttInputDriver as MqttInputSettings
 from gateway.errors import FatalDriverError, RetryableError
 from gateway.output_queue import OutputQueue
@@ -154,7 +156,7 @@ def line_config() -> LineConfig:
 
 
 def input_driver(
-    broker: BrokerAddress, prefix: str, client_id: str | None = None
+    broker: BrokerAddress, prefix: str, client_id: str | None = None, protocol: ProtocolSetting = "auto"
 ) -> tuple[MqttInputDriver, dict[str, BoundTag]]:
     tags = {
         "h2": BoundTag(
@@ -177,7 +179,12 @@ def input_driver(
     }
     settings = MqttInputSettings(
         type="mqtt",
-        connection=MqttConnection(host=broker.host, port=broker.port, client_id=client_id),
+        connection=MqttConnection(
+            host=broker.host,
+            port=broker.port,
+            client_id=client_id,
+            protocol=protocol,
+        ),
         qos=1,
         max_payload_bytes=256,
     )
@@ -190,15 +197,20 @@ async def publish_all(broker: BrokerAddress, messages: list[tuple[str, bytes, bo
             await pub.publish(topic, payload, qos=1, retain=retain)
 
 
-async def test_input_decodes_good_and_hostile_payloads(mosquitto: BrokerAddress, prefix: str) -> None:
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+async def test_input_decodes_good_and_hostile_payloads(
+    mosquitto: BrokerAddress, prefix: str, protocol: ProtocolSetting
+) -> None:
     # A retained bare number is waiting before the driver connects: its age is unknown.
     await publish_all(mosquitto, [(f"{prefix}/voc", b"99", True)])
-    driver, tags = input_driver(mosquitto, prefix)
+    driver, tags = input_driver(mosquitto, prefix, protocol=protocol)
     h2, voc, therm = tags["h2"].index, tags["voc"].index, tags["therm"].index
     sink = ListSink()
     connected = asyncio.Event()
     before = time.time()
     async with running(driver.run(sink, connected.set), connected):
+        # mosquitto 2.0 speaks MQTT 5, so `auto` stays on it; "3.1.1" is forced.
+        assert driver.protocol == ("5" if protocol == "auto" else "3.1.1")
         await eventually(lambda: driver.rejected["retained_untimed"] == 1, "the retained number")
         await publish_all(
             mosquitto,
@@ -211,6 +223,11 @@ async def test_input_decodes_good_and_hostile_payloads(mosquitto: BrokerAddress,
                     False,
                 ),
                 (f"{prefix}/h2", json.dumps({"value": None, "ts": T0 + 2, "quality": "bad"}).encode(), False),
+                (
+                    f"{prefix}/h2",
+                    json.dumps({"value": 1000.5, "ts": T0 + 3}).encode(),
+                    False,
+                ),  # range 0..1000
                 (f"{prefix}/h2", b'{"value": 1, "ts": 1714564800, "pad": "' + b"x" * 300 + b'"}', False),
                 (f"{prefix}/h2", b"\xff\xfe", False),
                 (f"{prefix}/h2", b'{"value": true, "ts": 1714564800}', False),
@@ -221,7 +238,7 @@ async def test_input_decodes_good_and_hostile_payloads(mosquitto: BrokerAddress,
                 (f"{prefix}/voc", b"inf", False),
             ],
         )
-        await eventually(lambda: driver.received == 13, "13 messages")
+        await eventually(lambda: driver.received == 14, "14 messages")
     after = time.time()
 
     assert driver.accepted == 4
@@ -230,6 +247,7 @@ async def test_input_decodes_good_and_hostile_payloads(mosquitto: BrokerAddress,
         "malformed": 3,
         "non_finite": 2,
         "bad_timestamp": 2,
+        "out_of_range": 1,
         "unexpected_topic": 0,
         "retained_untimed": 1,
         "queue_overflow": 0,
@@ -244,7 +262,7 @@ async def test_input_decodes_good_and_hostile_payloads(mosquitto: BrokerAddress,
     assert [s.value for s in h2_samples[:2]] == [5.5, 6.0]
     assert math.isnan(h2_samples[2].value)
     # Each rejection marks the tag BAD at its last source time, so the pipeline sees it bad.
-    assert len(h2_samples) == 9
+    assert len(h2_samples) == 10
     for s in h2_samples[3:]:
         assert (s.t, s.quality, s.status) == (T0 + 2, Quality.BAD, 0)
         assert math.isnan(s.value)
@@ -264,9 +282,12 @@ async def test_input_decodes_good_and_hostile_payloads(mosquitto: BrokerAddress,
     await publish_all(mosquitto, [(f"{prefix}/voc", b"", True)])  # clear the retained message
 
 
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
 async def test_input_persistent_session_keeps_messages_and_counts_stale_topics(
-    mosquitto: BrokerAddress, prefix: str
+    mosquitto: BrokerAddress, prefix: str, protocol: ProtocolSetting
 ) -> None:
+    # With MQTT 5 (auto) the session must be resumed by clean_start=False plus a session expiry;
+    # with 3.1.1 by clean_session=False. The old session here is a 3.1.1 one either way.
     client_id = f"test-{prefix}"
     # An earlier run of this gateway, whose config also had a topic the current one dropped.
     async with aiomqtt.Client(
@@ -281,7 +302,7 @@ async def test_input_persistent_session_keeps_messages_and_counts_stale_topics(
             (f"{prefix}/retired", b"1", False),
         ],
     )
-    driver, tags = input_driver(mosquitto, prefix, client_id=client_id)
+    driver, tags = input_driver(mosquitto, prefix, client_id=client_id, protocol=protocol)
     sink = ListSink()
     connected = asyncio.Event()
     try:
@@ -316,14 +337,80 @@ async def test_input_missing_password_env_is_fatal(prefix: str, monkeypatch: pyt
 
 
 def test_input_refuses_wildcard_and_shared_topics() -> None:
+    # A wildcard in a tag's own topic is a config error now (routes are the way to use one).
+    with pytest.raises(ValidationError, match="topic"):
+        Tag(name="a", driver="iot", unit="-", range=(0, 1), topic="plant/+/x")
+    with pytest.raises(ValidationError, match="topic"):
+        Tag(name="a", driver="iot", unit="-", range=(0, 1), topic="plant/#")
     settings = MqttInputSettings(type="mqtt")
-    wild = Tag(name="a", driver="iot", unit="-", range=(0, 1), topic="plant/+/x")
-    with pytest.raises(FatalDriverError, match="wildcard"):
-        MqttInputDriver("iot", settings, [BoundTag(0, wild)])
     a = Tag(name="a", driver="iot", unit="-", range=(0, 1), topic="plant/x")
     b = Tag(name="b", driver="iot", unit="-", range=(0, 1), topic="plant/x")
     with pytest.raises(FatalDriverError, match="also used by tag 'a'"):
         MqttInputDriver("iot", settings, [BoundTag(0, a), BoundTag(1, b)])
+
+
+def test_input_refuses_a_topicless_tag_no_route_can_name() -> None:
+    settings = MqttInputSettings(type="mqtt", routes=[TopicRoute(topic="plant/+/gas/+", tag="gas.{2}")])
+    reachable = Tag(name="gas.h2", driver="iot", unit="ppm", range=(0, 1000))
+    unreachable = Tag(name="vib.rms", driver="iot", unit="mm/s", range=(0, 50))
+    MqttInputDriver("iot", settings, [BoundTag(0, reachable)])
+    with pytest.raises(FatalDriverError, match=r"'vib\.rms' has no topic"):
+        MqttInputDriver("iot", settings, [BoundTag(0, reachable), BoundTag(1, unreachable)])
+    with pytest.raises(FatalDriverError, match="has no topic"):
+        MqttInputDriver("iot", MqttInputSettings(type="mqtt"), [BoundTag(0, reachable)])
+
+
+async def test_input_routes_map_wildcard_topics_to_declared_tags(
+    mosquitto: BrokerAddress, prefix: str
+) -> None:
+    h2 = BoundTag(2, Tag(name="gas.h2", driver="iot", unit="ppm", range=(0, 1000)))
+    co = BoundTag(4, Tag(name="gas.co", driver="iot", unit="ppm", range=(0, 500), payload="number"))
+    # A tag with its own topic under the route's filter: its topic wins, and the route cannot
+    # reach it from another line either (two sources would interleave in one tag).
+    o2 = BoundTag(
+        6, Tag(name="gas.o2", driver="iot", unit="vol%", range=(0, 25), topic=f"{prefix}/plant/l1/gas/o2")
+    )
+    settings = MqttInputSettings(
+        type="mqtt",
+        connection=MqttConnection(host=mosquitto.host, port=mosquitto.port),
+        routes=[TopicRoute(topic=f"{prefix}/plant/+/gas/+", tag="gas.{2}")],
+    )
+    driver = MqttInputDriver("iot", settings, [h2, co, o2])
+    # The o2 topic is covered by the route's filter: subscribing it too would deliver it twice.
+    assert driver.topics == [f"{prefix}/plant/+/gas/+"]
+    sink = ListSink()
+    connected = asyncio.Event()
+    async with running(driver.run(sink, connected.set), connected):
+        await publish_all(
+            mosquitto,
+            [
+                (f"{prefix}/plant/l1/gas/h2", json.dumps({"value": 12.5, "ts": T0}).encode(), False),
+                (f"{prefix}/plant/l2/gas/co", b"7", False),
+                (f"{prefix}/plant/l1/gas/o2", json.dumps({"value": 20.9, "ts": T0}).encode(), False),
+                (
+                    f"{prefix}/plant/l1/gas/xyz",
+                    json.dumps({"value": 1, "ts": T0}).encode(),
+                    False,
+                ),  # undeclared
+                (
+                    f"{prefix}/plant/l2/gas/o2",
+                    json.dumps({"value": 5, "ts": T0}).encode(),
+                    False,
+                ),  # has a topic
+                (f"{prefix}/plant/l1/gas/h2", b'{"value": 1}', False),  # routed, then rejected
+            ],
+        )
+        await eventually(lambda: driver.received == 6, "6 messages")
+    assert driver.accepted == 3
+    assert driver.routed == 3
+    assert driver.rejected["unexpected_topic"] == 2
+    assert driver.rejected["bad_timestamp"] == 1
+    assert sum(driver.rejected.values()) == 3
+    good, bad = sink.of(h2.index)
+    assert (good.value, good.t, good.quality) == (12.5, T0, Quality.GOOD)
+    assert (bad.t, bad.quality) == (T0, Quality.BAD)
+    assert [(s.value, s.quality) for s in sink.of(co.index)] == [(7.0, Quality.UNCERTAIN)]
+    assert [(s.value, s.t) for s in sink.of(o2.index)] == [(20.9, T0)]  # exactly once
 
 
 @dataclass(frozen=True)
