@@ -1,9 +1,10 @@
 """The operator topic contract: MQTT topic names and JSON payloads, as pure functions.
 
-The MQTT output driver publishes what these functions build; the README and tests use them to
-state and check the contract. The tree follows the ISA-95 unified-namespace habit of
-`<prefix>/<site>/<area>/<line>/...`; every topic is retained, so a dashboard that connects later
-sees the current state at once.
+The MQTT output driver and the command channel publish what these functions build; the README
+and tests use them to state and check the contract. The tree follows the ISA-95
+unified-namespace habit of `<prefix>/<site>/<area>/<line>/...`. State topics are retained, so a
+dashboard that connects later sees the current state at once; events and command results are
+not (a late subscriber must not take an old transition or answer for a new one).
 
     <base>/status                  {"state": "online", "since": ..., "gateway": "linegate"}
                                    {"state": "offline"}            (Last Will: the gateway died)
@@ -14,11 +15,26 @@ sees the current state at once.
                                     "coverage", "delay_min", "feed_t", "black_mass_t"}
     <base>/kpi/feed_rate           {"value" (t/h), "unit", "quality", "timestamp", "vs_nameplate"}
     <base>/kpi/black_mass_rate     {"value" (t/h), "unit", "quality", "timestamp"}
+    <base>/alarms/active/<id>      {"id", "kind", "subject", "severity", "text", "since"} while the
+                                   alarm is active; an empty retained payload (which deletes the
+                                   retained message) once it clears
+    <base>/alarms/events           not retained, one per transition: {"event": "raised"|"cleared",
+                                   "id", "kind", "subject", "severity", "text", "since", "timestamp"}
+    <base>/commands/<setpoint>/set     operator -> gateway (see drivers.mqtt_commands)
+    <base>/commands/<setpoint>/result  not retained: {"request_id", "setpoint", "status",
+                                   "reason", "value", "readback", "duplicate", "decided_at"}
 
 Conventions: `value` is null whenever there is no finite number to show (never NaN, which JSON
-lacks); `quality` is one of good, uncertain, bad, stale; `timestamp` is plant time (the source
-timestamps the figure is computed from) as ISO 8601 UTC with milliseconds and a `Z`, while the
-birth's `since` is the gateway's wall clock. Payloads are compact UTF-8 JSON.
+lacks); `quality` is one of good, uncertain, bad, stale; `timestamp` and an alarm's `since` are
+plant time (the source timestamps the figure is computed from) as ISO 8601 UTC with
+milliseconds and a `Z`, while the birth's `since` and a result's `decided_at` are the gateway's
+wall clock. Alarm ids are `<kind>:<subject>` (`tag_stale:shr.power`); ':' is an ordinary
+character in an MQTT topic level. Payloads are compact UTF-8 JSON.
+
+A signal topic is published again only when the change is significant (`significant_change`):
+its quality changed, or its value moved by more than the tag's `deadband` (any change when the
+deadband is 0). The output driver compares with what it last published, so slow drift is
+published once it adds up to more than the deadband.
 """
 
 from __future__ import annotations
@@ -28,6 +44,8 @@ import math
 from datetime import UTC, datetime
 from typing import Final
 
+from gateway.alarms import Alarm, AlarmEvent
+from gateway.commands import CommandResult
 from gateway.config import LineConfig
 from gateway.ports import FlowFigure, PipelineUpdate, SignalState, YieldFigure
 from gateway.samples import Quality
@@ -38,6 +56,13 @@ STATUS: Final = "status"
 YIELD_ROLLING: Final = "kpi/yield_rolling"
 FEED_RATE: Final = "kpi/feed_rate"
 BLACK_MASS_RATE: Final = "kpi/black_mass_rate"
+ALARMS_ACTIVE: Final = "alarms/active"
+ALARM_EVENTS: Final = "alarms/events"
+COMMANDS: Final = "commands"
+# An empty retained publish deletes the broker's retained message on that topic (MQTT 3.3.1.3).
+DELETE_RETAINED: Final = b""
+# Characters that may not appear inside one topic level we build from data.
+_NOT_IN_LEVEL: Final = ("/", "+", "#", "\x00")
 
 
 def base_topic(config: LineConfig, prefix: str | None = None) -> str:
@@ -55,6 +80,41 @@ def status_topic(base: str) -> str:
 def signal_topic(base: str, tag_name: str) -> str:
     # Tag names match `[a-z][a-z0-9_]*(\.[a-z0-9_]+)*`, so they never hold '/', '+' or '#'.
     return f"{base}/signals/{tag_name}"
+
+
+def alarm_topic(base: str, alarm_id: str) -> str:
+    """`<base>/alarms/active/<alarm id>`. Raises `ValueError` for an id that is no single level."""
+    _check_level(alarm_id, "alarm id")
+    return f"{base}/{ALARMS_ACTIVE}/{alarm_id}"
+
+
+def alarm_events_topic(base: str) -> str:
+    return f"{base}/{ALARM_EVENTS}"
+
+
+def command_filter(base: str) -> str:
+    """The subscription for every setpoint's command topic, `<base>/commands/+/set`."""
+    return f"{base}/{COMMANDS}/+/set"
+
+
+def command_setpoint(base: str, topic: str) -> str | None:
+    """The setpoint named by a command topic `<base>/commands/<setpoint>/set`, else None."""
+    head = f"{base}/{COMMANDS}/"
+    if not topic.startswith(head) or not topic.endswith("/set"):
+        return None
+    setpoint = topic[len(head) : -len("/set")]
+    return setpoint if setpoint and "/" not in setpoint else None
+
+
+def command_result_topic(base: str, setpoint: str) -> str:
+    """`<base>/commands/<setpoint>/result`. Raises `ValueError` for a setpoint that is no level."""
+    _check_level(setpoint, "setpoint")
+    return f"{base}/{COMMANDS}/{setpoint}/result"
+
+
+def _check_level(level: str, what: str) -> None:
+    if not level or any(c in level for c in _NOT_IN_LEVEL):
+        raise ValueError(f"{what} {level[:100]!r} cannot be one MQTT topic level")
 
 
 def iso_ms(t: float) -> str:
@@ -148,16 +208,105 @@ def flow_payloads(f: FlowFigure) -> dict[str, bytes]:
     }
 
 
-def update_messages(update: PipelineUpdate, base: str) -> dict[str, bytes]:
-    """Every retained topic one pipeline update sets, with its payload (topic -> bytes)."""
+def alarm_payload(alarm: Alarm) -> bytes:
+    """The retained state of an active alarm."""
+    return _dump(_alarm_fields(alarm))
+
+
+def alarm_event_payload(event: AlarmEvent) -> bytes:
+    """One transition, raised or cleared; `timestamp` is when it happened (plant time)."""
+    return _dump(
+        {
+            "event": "raised" if event.active else "cleared",
+            **_alarm_fields(event.alarm),
+            "timestamp": _ts(event.t),
+        }
+    )
+
+
+def _alarm_fields(alarm: Alarm) -> dict[str, object]:
+    return {
+        "id": alarm.id,
+        "kind": alarm.kind,
+        "subject": alarm.subject,
+        "severity": str(alarm.severity),
+        "text": alarm.text,
+        "since": _ts(alarm.since),
+    }
+
+
+def command_result_payload(result: CommandResult, *, request_id: str | None = None, now: float) -> bytes:
+    """A command's result. `request_id` overrides the result's own (None for an unknown one,
+    when a malformed command is answered on its MQTT 5 response topic); `now` stands in for a
+    missing `decided_at` (wall time)."""
+    decided = result.decided_at if result.decided_at is not None else now
+    return _dump(
+        {
+            "request_id": request_id if request_id is not None else (result.request_id or None),
+            "setpoint": result.setpoint,
+            "status": str(result.status),
+            "reason": result.reason,
+            "value": _num(result.value),
+            "readback": _num(result.readback),
+            "duplicate": result.duplicate,
+            "decided_at": _ts(decided),
+        }
+    )
+
+
+def significant_change(
+    sent_value: float, sent_quality: Quality | int, value: float, quality: Quality | int, deadband: float
+) -> bool:
+    """Whether a signal moved enough since it was last published to be published again.
+
+    A quality change always counts; so does a value appearing or disappearing (NaN). Otherwise
+    the value must differ from the published one by more than `deadband` (by anything at 0).
+    """
+    if int(sent_quality) != int(quality):
+        return True
+    sent_nan, nan = math.isnan(sent_value), math.isnan(value)
+    if sent_nan or nan:
+        return sent_nan != nan
+    if deadband <= 0:
+        return value != sent_value
+    return abs(value - sent_value) > deadband
+
+
+def kpi_messages(update: PipelineUpdate, base: str) -> dict[str, bytes]:
+    """The KPI topics one pipeline update sets (topic -> payload)."""
     out: dict[str, bytes] = {}
-    for s in update.signals:
-        out[signal_topic(base, s.name)] = signal_payload(s)
     if update.yield_rolling is not None:
         out[f"{base}/{YIELD_ROLLING}"] = yield_payload(update.yield_rolling)
     if update.flows is not None:
         for suffix, payload in flow_payloads(update.flows).items():
             out[f"{base}/{suffix}"] = payload
+    return out
+
+
+def alarm_state_messages(update: PipelineUpdate, base: str) -> dict[str, bytes]:
+    """Retained alarm state after an update: each active alarm, and a deletion for each cleared."""
+    out: dict[str, bytes] = {}
+    for event in update.alarm_events:
+        if not event.active:
+            out[alarm_topic(base, event.alarm.id)] = DELETE_RETAINED
+    for alarm in update.active_alarms:
+        out[alarm_topic(base, alarm.id)] = alarm_payload(alarm)
+    return out
+
+
+def event_messages(update: PipelineUpdate) -> list[bytes]:
+    """The update's alarm transitions, in order, for `<base>/alarms/events` (not retained)."""
+    return [alarm_event_payload(e) for e in update.alarm_events]
+
+
+def update_messages(update: PipelineUpdate, base: str) -> dict[str, bytes]:
+    """Every retained topic one pipeline update sets, with its payload (topic -> bytes).
+
+    An empty payload (`DELETE_RETAINED`) deletes the topic's retained message.
+    """
+    out: dict[str, bytes] = {signal_topic(base, s.name): signal_payload(s) for s in update.signals}
+    out.update(kpi_messages(update, base))
+    out.update(alarm_state_messages(update, base))
     return out
 
 

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import TextIO
 
 from drivers.influx_output import InfluxOutputDriver, points_in
+from drivers.mqtt_commands import MqttCommandChannel
 from drivers.mqtt_input import MqttInputDriver
 from drivers.mqtt_output import MqttOperatorOutput
 from drivers.opcua_input import OpcUaInputDriver
+from gateway.commands import CommandLedger, ControlDisabled
 from gateway.config import LineConfig, parse_config
-from gateway.ports import BoundTag, InputDriver
+from gateway.ports import BoundTag, InputDriver, Service
 from gateway.runtime import OutputBinding, Runtime
 from gateway.terminal_view import TerminalView
 from simulators.local_config import localize_config_text
@@ -49,12 +51,18 @@ def build_runtime(config: LineConfig) -> Runtime:
             driver = MqttInputDriver(name, settings, tags)
         inputs[driver] = [bt.index for bt in tags]
     outputs: list[OutputBinding] = []
+    services: list[Service] = []
     if config.outputs.mqtt is not None:
         outputs.append(OutputBinding(MqttOperatorOutput(config.outputs.mqtt, config), MQTT_OUTPUT_QUEUE))
+        if config.outputs.mqtt.commands:
+            # Deny by default: every command is answered "rejected" until guarded control exists.
+            services.append(
+                MqttCommandChannel(config.outputs.mqtt, config, ControlDisabled(), CommandLedger())
+            )
     if config.outputs.influxdb is not None:
         influx = config.outputs.influxdb
         outputs.append(OutputBinding(InfluxOutputDriver(influx, config), influx.max_buffer_points, points_in))
-    return Runtime(config, inputs, outputs)
+    return Runtime(config, inputs, outputs, services=services)
 
 
 def _install_stop_signals(stop: asyncio.Event | None, runtime: Runtime | None = None) -> None:

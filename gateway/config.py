@@ -245,7 +245,7 @@ class Runtime(Model):
     # First reconnect delay and its cap, in wall seconds; jitter is added.
     backoff_initial_s: float = Field(default=0.5, gt=0)
     # Short on purpose: a broker or PLC back after a restart is used again within ~5 s.
-    backoff_max_s: float = Field(default=4.0, gt=0)
+    backoff_max_s: float = Field(default=2.0, gt=0)
 
 
 class LineConfig(Model):

@@ -1,4 +1,5 @@
-"""The operator topic contract (`drivers.operator_topics`): topic names and exact payload bytes.
+"""The operator topic contract (`drivers.operator_topics`): topic names, exact payload bytes and
+the publish-on-change rule.
 
 Pure functions, so no broker: each payload is compared byte for byte, which pins the compact
 JSON, the key order, null for missing numbers, the timestamp format and the rounding at once.
@@ -12,18 +13,31 @@ from pathlib import Path
 import pytest
 
 from drivers.operator_topics import (
+    DELETE_RETAINED,
+    alarm_event_payload,
+    alarm_events_topic,
+    alarm_payload,
+    alarm_topic,
     base_topic,
     birth_payload,
+    command_filter,
+    command_result_payload,
+    command_result_topic,
+    command_setpoint,
+    event_messages,
     flow_payloads,
     iso_ms,
     shutdown_payload,
     signal_payload,
     signal_topic,
+    significant_change,
     status_topic,
     update_messages,
     will_payload,
     yield_payload,
 )
+from gateway.alarms import Alarm, AlarmEvent, Severity
+from gateway.commands import CommandResult, CommandStatus
 from gateway.config import LineConfig, MqttOutput, Outputs, load_config
 from gateway.ports import FlowFigure, SignalState
 from gateway.samples import Quality
@@ -145,3 +159,103 @@ def test_update_messages_name_every_topic_an_update_sets() -> None:
         f"{BASE}/kpi/black_mass_rate": flow_payloads(flows)["kpi/black_mass_rate"],
     }
     assert update_messages(pipeline_update(t_plant=T0), BASE) == {}
+
+
+# -- alarms ---------------------------------------------------------------------------------------
+
+ALARM = Alarm(
+    "tag_stale:shr.power", "tag_stale", "shr.power", Severity.WARNING, "shr.power: no fresh data", T0
+)
+
+
+def test_alarm_topics_keep_the_colon_and_refuse_what_is_no_level() -> None:
+    assert alarm_topic(BASE, "tag_stale:shr.power") == f"{BASE}/alarms/active/tag_stale:shr.power"
+    assert alarm_events_topic(BASE) == f"{BASE}/alarms/events"
+    for bad in ("", "a/b", "a+", "#", "a\x00"):
+        with pytest.raises(ValueError, match="alarm id"):
+            alarm_topic(BASE, bad)
+
+
+def test_alarm_payloads() -> None:
+    assert alarm_payload(ALARM) == (
+        b'{"id":"tag_stale:shr.power","kind":"tag_stale","subject":"shr.power","severity":"warning",'
+        b'"text":"shr.power: no fresh data","since":"2024-05-01T12:00:00.000Z"}'
+    )
+    assert alarm_event_payload(AlarmEvent(ALARM, active=True, t=T0)) == (
+        b'{"event":"raised","id":"tag_stale:shr.power","kind":"tag_stale","subject":"shr.power",'
+        b'"severity":"warning","text":"shr.power: no fresh data","since":"2024-05-01T12:00:00.000Z",'
+        b'"timestamp":"2024-05-01T12:00:00.000Z"}'
+    )
+    assert alarm_event_payload(AlarmEvent(ALARM, active=False, t=T0 + 90.5)).startswith(
+        b'{"event":"cleared",'
+    )
+    assert alarm_event_payload(AlarmEvent(ALARM, active=False, t=T0 + 90.5)).endswith(
+        b'"timestamp":"2024-05-01T12:01:30.500Z"}'
+    )
+
+
+def test_update_messages_hold_active_alarms_and_delete_cleared_ones() -> None:
+    other = Alarm("driver_down:iot", "driver_down", "iot", Severity.ALARM, "input driver iot down", T0)
+    update = pipeline_update(t_plant=T0 + 5)
+    update.alarm_events.append(AlarmEvent(other, active=False, t=T0 + 5))
+    update.active_alarms.append(ALARM)
+    assert update_messages(update, BASE) == {
+        f"{BASE}/alarms/active/driver_down:iot": DELETE_RETAINED,
+        f"{BASE}/alarms/active/tag_stale:shr.power": alarm_payload(ALARM),
+    }
+    assert DELETE_RETAINED == b""  # an empty retained publish deletes the retained message
+    assert event_messages(update) == [alarm_event_payload(AlarmEvent(other, active=False, t=T0 + 5))]
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def test_command_topics() -> None:
+    assert command_filter(BASE) == f"{BASE}/commands/+/set"
+    assert command_result_topic(BASE, "shr.feed_rate_sp") == f"{BASE}/commands/shr.feed_rate_sp/result"
+    assert command_setpoint(BASE, f"{BASE}/commands/shr.feed_rate_sp/set") == "shr.feed_rate_sp"
+    for topic in (
+        f"{BASE}/commands/x/result",
+        f"{BASE}/commands//set",
+        "other/commands/x/set",
+        f"{BASE}/x/set",
+    ):
+        assert command_setpoint(BASE, topic) is None
+
+
+def test_command_result_payload() -> None:
+    result = CommandResult("r-1", "shr.feed_rate_sp", CommandStatus.ACCEPTED, "ok", 1.5, 1.49, False, T0)
+    assert command_result_payload(result, now=T0 + 9) == (
+        b'{"request_id":"r-1","setpoint":"shr.feed_rate_sp","status":"accepted","reason":"ok",'
+        b'"value":1.5,"readback":1.49,"duplicate":false,"decided_at":"2024-05-01T12:00:00.000Z"}'
+    )
+    unknown = CommandResult("", "x", CommandStatus.REJECTED, "malformed command: payload: not JSON")
+    assert command_result_payload(unknown, now=T0 + 0.25) == (
+        b'{"request_id":null,"setpoint":"x","status":"rejected","reason":"malformed command: payload: not JSON",'
+        b'"value":null,"readback":null,"duplicate":false,"decided_at":"2024-05-01T12:00:00.250Z"}'
+    )
+
+
+# -- publish on change ----------------------------------------------------------------------------
+
+G, U, B = Quality.GOOD, Quality.UNCERTAIN, Quality.BAD
+
+
+@pytest.mark.parametrize(
+    ("sent", "new", "deadband", "changed"),
+    [
+        ((10.0, G), (10.0, G), 0.0, False),  # same value: not even a zero deadband republishes
+        ((10.0, G), (10.000001, G), 0.0, True),  # any change at 0
+        ((10.0, G), (11.0, G), 1.0, False),  # exactly the deadband: not more than it
+        ((10.0, G), (11.0001, G), 1.0, True),
+        ((10.0, G), (8.9, G), 1.0, True),  # either direction
+        ((10.0, G), (10.0, U), 1.0, True),  # quality always counts
+        ((10.0, B), (math.nan, B), 1.0, True),  # a value disappearing
+        ((math.nan, B), (math.nan, B), 0.0, False),
+        ((math.nan, B), (3.0, B), 5.0, True),  # a value appearing
+    ],
+)
+def test_significant_change(
+    sent: tuple[float, Quality], new: tuple[float, Quality], deadband: float, changed: bool
+) -> None:
+    assert significant_change(*sent, *new, deadband) is changed
