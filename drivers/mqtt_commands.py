@@ -67,6 +67,7 @@ from paho.mqtt.properties import Properties
 from drivers.mqtt_common import (
     MqttConnector,
     RateLimitedLog,
+    payload_bytes,
     protocol_name,
     raise_if_cancel_swallowed,
     wrap_mqtt_error,
@@ -328,7 +329,7 @@ class MqttCommandChannel:
         response_topic: str | None = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation: bytes | None = getattr(props, "CorrelationData", None) if props is not None else None
         correlation_id = bytes(correlation).hex() if correlation else None
-        parsed = parse_command(_as_bytes(message.payload), setpoint, now, correlation_id)
+        parsed = parse_command(payload_bytes(message.payload), setpoint, now, correlation_id)
         reply_to: str | None = None
         if response_topic is not None:
             problem = response_topic_problem(response_topic, self.base, self._input_filters)
@@ -443,14 +444,3 @@ class MqttCommandChannel:
                 super().put_nowait(item)
 
         return _CountingQueue
-
-
-def _as_bytes(payload: object) -> bytes:
-    # paho hands us bytes; aiomqtt's type also allows other shapes, so normalise rather than trust.
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, bytearray | memoryview):
-        return bytes(payload)
-    if payload is None:
-        return b""
-    return str(payload).encode("utf-8")

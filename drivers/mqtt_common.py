@@ -428,3 +428,14 @@ class RateLimitedLog:
             self._logger.warning(msg + " (%d similar suppressed)", *args, suppressed)
         else:
             self._logger.warning(msg, *args)
+
+
+def payload_bytes(payload: object) -> bytes:
+    """A message payload as bytes: paho hands out bytes, aiomqtt's type allows other shapes."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray | memoryview):
+        return bytes(payload)
+    if payload is None:
+        return b""
+    return str(payload).encode("utf-8")

@@ -45,6 +45,7 @@ import aiomqtt
 from drivers.mqtt_common import (
     MqttConnector,
     RateLimitedLog,
+    payload_bytes,
     protocol_name,
     raise_if_cancel_swallowed,
     random_identifier,
@@ -175,7 +176,7 @@ class MqttInputDriver:
                 return
             self.routed += 1
         tag = bound.tag
-        data = _as_bytes(payload)
+        data = payload_bytes(payload)
         if retain and tag.payload == "number":
             self.rejected["retained_untimed"] += 1
             self._log.warning(
@@ -310,14 +311,3 @@ def _topic_problem(topic: str) -> str | None:
     if len(topic.encode("utf-8")) > 65535:
         return "topic longer than MQTT allows"
     return None
-
-
-def _as_bytes(payload: object) -> bytes:
-    # paho hands us bytes; aiomqtt's type also allows these, so normalise rather than trust.
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, bytearray | memoryview):
-        return bytes(payload)
-    if payload is None:
-        return b""
-    return str(payload).encode("utf-8")

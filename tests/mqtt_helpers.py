@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiomqtt
@@ -19,6 +20,7 @@ from paho.mqtt.properties import Properties
 from gateway.config import LineConfig, parse_config
 from gateway.ports import Service
 from gateway.runtime import Runtime
+from gateway.samples import Quality
 
 TIMEOUT = 10.0
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z, plant time of the test data
@@ -38,6 +40,48 @@ async def eventually(condition: Callable[[], bool], what: str, within: float = T
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class Sample:
+    tag: int
+    t: float
+    value: float
+    quality: Quality
+    status: int
+
+
+class ListSink:
+    """A list-backed `SampleSink` (our own protocol; `gateway.bus.SampleBus` is the real one)."""
+
+    def __init__(self) -> None:
+        self.samples: list[Sample] = []
+
+    def put(self, tag: int, t: float, value: float, quality: Quality | int, status: int = 0) -> None:
+        self.samples.append(Sample(tag, t, value, Quality(quality), status))
+
+    def of(self, tag: int) -> list[Sample]:
+        return [s for s in self.samples if s.tag == tag]
+
+
+@contextlib.asynccontextmanager
+async def running(coro: Any, started: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
+    """Run a driver's `run` coroutine as a task until `started` is set; cancel it on exit."""
+    task = asyncio.create_task(coro)
+    waiter = asyncio.create_task(started.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    if waiter not in done:
+        waiter.cancel()
+        if task in done:
+            task.result()  # raises the driver's error
+        task.cancel()
+        pytest.fail("driver did not connect")
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class Subscriber:
@@ -217,25 +261,10 @@ async def running_runtime(runtime: Runtime) -> AsyncIterator[Runtime]:
         await asyncio.wait_for(task, 30)
 
 
-@contextlib.asynccontextmanager
-async def running_service(service: Service) -> AsyncIterator[asyncio.Task[None]]:
+def running_service(service: Service) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
     """Run a `Service` as a task until it calls `on_connected`; cancel it on exit."""
     connected = asyncio.Event()
-    task = asyncio.create_task(service.run(connected.set))
-    waiter = asyncio.create_task(connected.wait())
-    done, _ = await asyncio.wait({task, waiter}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-    if waiter not in done:
-        waiter.cancel()
-        if task in done:
-            task.result()  # raises the service's error
-        task.cancel()
-        pytest.fail(f"{service.name} did not connect")
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return running(service.run(connected.set), connected)
 
 
 async def forget_sessions(broker: BrokerAddress, *client_ids: str) -> None:

@@ -8,7 +8,6 @@ test starts a private mosquitto, because it must kill it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import math
@@ -17,10 +16,8 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import aiomqtt
 import pytest
@@ -38,108 +35,15 @@ from gateway.ports import BoundTag, FlowFigure, PipelineUpdate, SignalState
 from gateway.samples import Quality
 from simulators.local_services import Mosquitto, free_port
 from tests.builders import pipeline_update, yield_figure
+from tests.mqtt_helpers import T0, TIMEOUT, BrokerAddress, ListSink, Subscriber, eventually, running
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 LINE_CONFIG = REPO / "config" / "line1.toml"
-T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z, plant time of the test data
-TIMEOUT = 10.0
-
-
-class BrokerAddress(Protocol):
-    host: str
-    port: int
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    tag: int
-    t: float
-    value: float
-    quality: Quality
-    status: int
-
-
-class ListSink:
-    """A list-backed `SampleSink` (our own protocol; `gateway.bus.SampleBus` is the real one)."""
-
-    def __init__(self) -> None:
-        self.samples: list[Sample] = []
-
-    def put(self, tag: int, t: float, value: float, quality: Quality | int, status: int = 0) -> None:
-        self.samples.append(Sample(tag, t, value, Quality(quality), status))
-
-    def of(self, tag: int) -> list[Sample]:
-        return [s for s in self.samples if s.tag == tag]
-
-
-async def eventually(condition: Callable[[], bool], what: str, within: float = TIMEOUT) -> None:
-    """Poll `condition` until it holds, failing with `what` after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def running(coro: Any, started: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
-    """Run a driver's `run` coroutine as a task until `started` is set; cancel it on exit."""
-    task = asyncio.create_task(coro)
-    waiter = asyncio.create_task(started.wait())
-    done, _ = await asyncio.wait({task, waiter}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-    if waiter not in done:
-        waiter.cancel()
-        if task in done:
-            task.result()  # raises the driver's error
-        task.cancel()
-        pytest.fail("driver did not connect")
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-class Subscriber:
-    """A plain aiomqtt client recording the newest message per topic."""
-
-    def __init__(self, broker: BrokerAddress, topic_filter: str) -> None:
-        self.client = aiomqtt.Client(broker.host, broker.port, identifier=f"test-sub-{uuid.uuid4().hex[:8]}")
-        self.filter = topic_filter
-        self.latest: dict[str, aiomqtt.Message] = {}
-        self.history: list[tuple[float, aiomqtt.Message]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Subscriber:
-        await self.client.__aenter__()
-        await self.client.subscribe(self.filter, qos=1)
-        self._task = asyncio.create_task(self._collect())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        await self.client.__aexit__(None, None, None)
-
-    async def _collect(self) -> None:
-        async for message in self.client.messages:
-            self.latest[message.topic.value] = message
-            self.history.append((time.monotonic(), message))
-
-    def json(self, topic: str) -> Any:
-        return json.loads(bytes(self.latest[topic].payload))  # type: ignore[arg-type]
-
-    async def wait_json(self, topic: str, predicate: Callable[[Any], bool], what: str) -> Any:
-        await eventually(lambda: topic in self.latest and predicate(self.json(topic)), what)
-        return self.json(topic)
 
 
 @pytest.fixture

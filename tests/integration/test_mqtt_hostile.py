@@ -30,7 +30,7 @@ from gateway.config import MqttConnection, Tag
 from gateway.config import MqttInputDriver as MqttInputSettings
 from gateway.ports import BoundTag
 from gateway.samples import Quality
-from tests.integration.test_mqtt_drivers import BrokerAddress, ListSink, eventually, running
+from tests.mqtt_helpers import BrokerAddress, ListSink, eventually, running
 
 pytestmark = pytest.mark.integration
 

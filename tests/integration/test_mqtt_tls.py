@@ -31,7 +31,7 @@ from gateway.errors import FatalDriverError
 from gateway.ports import BoundTag
 from gateway.samples import Quality
 from simulators.local_services import Mosquitto, MosquittoTls
-from tests.integration.test_mqtt_drivers import T0, ListSink, eventually, running
+from tests.mqtt_helpers import T0, ListSink, eventually, running
 from tests.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration
