@@ -70,7 +70,6 @@ from drivers.mqtt_common import (
     payload_bytes,
     protocol_name,
     raise_if_cancel_swallowed,
-    wrap_mqtt_error,
 )
 from drivers.operator_topics import (
     COMMANDS,
@@ -283,31 +282,19 @@ class MqttCommandChannel:
     async def run(self, on_connected: Callable[[], None]) -> None:
         conn = self.settings.connection
         what = f"mqtt command channel ({conn.host}:{conn.port})"
-        cancelled = False
-        try:
-            connecting = self._connector.connect(
-                queue_type=self._queue_class(), max_queued_incoming_messages=INCOMING_QUEUE_SIZE
-            )
-            async with connecting as client:
-                try:
-                    raise_if_cancel_swallowed()
-                    # Subscribed on every connect: after a broker restart without persistence the
-                    # session, and with it the subscription, is gone.
-                    granted = await client.subscribe(self.filter, qos=1)
-                    raise_if_cancel_swallowed()
-                    self._check_suback(granted)
-                    on_connected()
-                    await self._flush(client)  # results decided as the last connection dropped
-                    async for message in client.messages:
-                        await self.handle(client, message)
-                except asyncio.CancelledError:
-                    cancelled = True
-                    raise
-        except aiomqtt.MqttError as exc:
-            if cancelled:
-                # The disconnect after a cancel failed; the cancel, not a retry, is what counts.
-                raise asyncio.CancelledError from exc
-            raise wrap_mqtt_error(exc, what) from exc
+        session = self._connector.session(
+            what, queue_type=self._queue_class(), max_queued_incoming_messages=INCOMING_QUEUE_SIZE
+        )
+        async with session as client:
+            # Subscribed on every connect: after a broker restart without persistence the
+            # session, and with it the subscription, is gone.
+            granted = await client.subscribe(self.filter, qos=1)
+            raise_if_cancel_swallowed()
+            self._check_suback(granted)
+            on_connected()
+            await self._flush(client)  # results decided as the last connection dropped
+            async for message in client.messages:
+                await self.handle(client, message)
         # `client.messages` only ends by raising; be explicit should that ever change.
         raise RetryableError(f"{what}: message stream ended")
 

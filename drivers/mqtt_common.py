@@ -234,6 +234,29 @@ class MqttConnector:
         finally:
             await client.__aexit__(None, None, None)
 
+    @contextlib.asynccontextmanager
+    async def session(self, what: str, **client_kwargs: Any) -> AsyncIterator[aiomqtt.Client]:
+        """`connect`, with the error rules every MQTT client of the gateway follows.
+
+        An `aiomqtt.MqttError` (connecting, or raised in the body) becomes the gateway's own
+        error via `wrap_mqtt_error`, naming `what`. A cancel stays a cancel: when the disconnect
+        that follows it fails, the cancel, not a retry, is what counts. The Python 3.11 lost
+        cancel on connect is re-raised (`raise_if_cancel_swallowed`).
+        """
+        cancelled = False
+        try:
+            async with self.connect(**client_kwargs) as client:
+                try:
+                    raise_if_cancel_swallowed()
+                    yield client
+                except asyncio.CancelledError:
+                    cancelled = True
+                    raise
+        except aiomqtt.MqttError as exc:
+            if cancelled:
+                raise asyncio.CancelledError from exc
+            raise wrap_mqtt_error(exc, what) from exc
+
     async def _connected_client(self, client_kwargs: dict[str, Any]) -> aiomqtt.Client:
         loop = asyncio.get_running_loop()
         while True:

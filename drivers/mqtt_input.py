@@ -49,7 +49,6 @@ from drivers.mqtt_common import (
     protocol_name,
     raise_if_cancel_swallowed,
     random_identifier,
-    wrap_mqtt_error,
 )
 from drivers.mqtt_payload import REJECT_REASONS, Decoded, decode_payload
 from gateway.config import MqttInputDriver as MqttInputSettings
@@ -129,31 +128,17 @@ class MqttInputDriver:
 
     async def run(self, sink: SampleSink, on_connected: Callable[[], None]) -> None:
         what = f"mqtt driver '{self.name}' ({self.settings.connection.host}:{self.settings.connection.port})"
-        cancelled = False
-        try:
-            connecting = self._connector.connect(
-                queue_type=self._queue_class(), max_queued_incoming_messages=INCOMING_QUEUE_SIZE
-            )
-            async with connecting as client:
-                try:
-                    raise_if_cancel_swallowed()
-                    if self._subscriptions:
-                        granted = await client.subscribe(
-                            [(t, self.settings.qos) for t in self._subscriptions]
-                        )
-                        raise_if_cancel_swallowed()
-                        self._check_suback(granted)
-                    on_connected()
-                    async for message in client.messages:
-                        self.handle(message.topic.value, message.payload, message.retain, sink)
-                except asyncio.CancelledError:
-                    cancelled = True
-                    raise
-        except aiomqtt.MqttError as exc:
-            if cancelled:
-                # The disconnect after a cancel failed; the cancel, not a retry, is what counts.
-                raise asyncio.CancelledError from exc
-            raise wrap_mqtt_error(exc, what) from exc
+        session = self._connector.session(
+            what, queue_type=self._queue_class(), max_queued_incoming_messages=INCOMING_QUEUE_SIZE
+        )
+        async with session as client:
+            if self._subscriptions:
+                granted = await client.subscribe([(t, self.settings.qos) for t in self._subscriptions])
+                raise_if_cancel_swallowed()
+                self._check_suback(granted)
+            on_connected()
+            async for message in client.messages:
+                self.handle(message.topic.value, message.payload, message.retain, sink)
         # `client.messages` only ends by raising; be explicit should that ever change.
         raise RetryableError(f"{what}: message stream ended")
 

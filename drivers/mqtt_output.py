@@ -48,7 +48,6 @@ from drivers.mqtt_common import (
     protocol_name,
     raise_if_cancel_swallowed,
     random_identifier,
-    wrap_mqtt_error,
 )
 from drivers.operator_topics import (
     DELETE_RETAINED,
@@ -135,30 +134,21 @@ class MqttOperatorOutput:
         conn = self.settings.connection
         what = f"mqtt output ({conn.host}:{conn.port})"
         will = aiomqtt.Will(self.status_topic, will_payload(), qos=self.settings.qos, retain=True)
-        cancelled = False
-        try:
-            self._closing = False
-            async with self._connector.connect(will=will, max_inflight_messages=PUBLISH_WINDOW) as client:
-                try:
-                    raise_if_cancel_swallowed()
-                    # aiomqtt logs a warning per publish while more than this many await their
-                    # PUBACK; a full window is our normal state, not a concern.
-                    client.pending_calls_threshold = PUBLISH_WINDOW
-                    self.connects += 1
-                    await self._publish_batch(client, [(self.status_topic, birth_payload(time.time()), True)])
-                    await self._republish_all(client)
-                    on_connected()
-                    await self._serve(client, queue)
-                except asyncio.CancelledError:
-                    cancelled = True
-                    self._closing = True
-                    await self._say_goodbye(client, queue)
-                    raise
-        except aiomqtt.MqttError as exc:
-            if cancelled:
-                # The disconnect after a cancel failed; the cancel, not a retry, is what counts.
-                raise asyncio.CancelledError from exc
-            raise wrap_mqtt_error(exc, what) from exc
+        self._closing = False
+        async with self._connector.session(what, will=will, max_inflight_messages=PUBLISH_WINDOW) as client:
+            try:
+                # aiomqtt logs a warning per publish while more than this many await their
+                # PUBACK; a full window is our normal state, not a concern.
+                client.pending_calls_threshold = PUBLISH_WINDOW
+                self.connects += 1
+                await self._publish_batch(client, [(self.status_topic, birth_payload(time.time()), True)])
+                await self._republish_all(client)
+                on_connected()
+                await self._serve(client, queue)
+            except asyncio.CancelledError:
+                self._closing = True
+                await self._say_goodbye(client, queue)
+                raise
 
     # -- delivery --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import tomllib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -65,15 +66,15 @@ def build_runtime(config: LineConfig) -> Runtime:
     return Runtime(config, inputs, outputs, services=services)
 
 
-def _install_stop_signals(stop: asyncio.Event | None, runtime: Runtime | None = None) -> None:
+def _install_stop_signals(stop: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, runtime.stop if runtime is not None else stop.set)  # type: ignore[union-attr]
+        loop.add_signal_handler(sig, stop)
 
 
 async def serve(config: LineConfig) -> None:
     runtime = build_runtime(config)
-    _install_stop_signals(None, runtime)
+    _install_stop_signals(runtime.stop)
     # `systemctl reload` sends SIGHUP, whose default action would kill the daemon. Until
     # config reload exists, say so and keep running on the current config.
     asyncio.get_running_loop().add_signal_handler(
@@ -86,7 +87,7 @@ async def simulate(
     config: LineConfig, *, seed: int, speed: float, hours: float | None, truth: Path | None, start: datetime
 ) -> None:
     stop = asyncio.Event()
-    _install_stop_signals(stop)
+    _install_stop_signals(stop.set)
     await run_simulator(config, seed=seed, speed=speed, hours=hours, truth_path=truth, start=start, stop=stop)
 
 
@@ -129,7 +130,7 @@ async def demo(config_text: str, *, minutes: float | None, speed: float, seed: i
         sim_log.close()  # the child holds its own descriptor
         out.write(f"simulator: pid {proc.pid}, {speed:g}x plant time, log {workdir / 'simulator.log'}\n")
         runtime = build_runtime(config)
-        _install_stop_signals(None, runtime)
+        _install_stop_signals(runtime.stop)
         view = TerminalView(config, runtime, out, truth_path=truth)
         runtime.add_listener(view.on_update)
         watcher = asyncio.create_task(_watch_child(proc, runtime))
