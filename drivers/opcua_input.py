@@ -75,7 +75,7 @@ class OpcUaInputDriver:
 
     async def run(self, sink: SampleSink, on_connected: Callable[[], None]) -> None:
         self._sink = sink
-        client = Client(self.settings.url, watchdog_intervall=self.settings.watchdog_s)
+        client = Client(self.settings.url, watchdog_intervall=self.settings.heartbeat_s)
         client.uaclient.observer = self._counter
         client.connection_lost_callback = self._on_connection_lost
         try:

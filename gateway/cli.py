@@ -1,4 +1,4 @@
-"""The `linegate` command: run, simulate, demo, check-config.
+"""The `linegate` command: run, simulate, demo, check-config, certs, browse.
 
 Heavy imports (numba, asyncua, the drivers) happen inside the subcommands, so `--help` and
 `check-config` answer at once.
@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.config import load_config
+from gateway.config import LineConfig, load_config
 from gateway.errors import ConfigError
 
 DEFAULT_SIM_START = "2026-01-05T06:00:00+00:00"
@@ -65,18 +65,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a line config and exit (0 valid, 2 invalid)")
     check.add_argument("file", type=Path)
+
+    certs = sub.add_parser("certs", help="list OPC-UA certificates, trust a rejected server certificate")
+    where = certs.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", type=Path, help="line config: the PKI directory of its OPC-UA drivers")
+    where.add_argument("--pki-dir", type=Path, help="a PKI directory (own/, trusted/, rejected/)")
+    certs.add_argument(
+        "--driver", default=None, help="OPC-UA driver whose PKI to use (default: the only one)"
+    )
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    certs_sub.add_parser("list", help="our certificate, trusted and rejected server certificates, expiry")
+    trust = certs_sub.add_parser("trust", help="move a rejected server certificate to trusted")
+    trust.add_argument("certificate", help="file name in rejected/, or a SHA-256 fingerprint (prefix)")
+
+    browse = sub.add_parser(
+        "browse", help="walk an OPC-UA server's address space; print a tag config snippet"
+    )
+    browse.add_argument("url", help="opc.tcp://HOST:PORT[/path]")
+    browse.add_argument("--root", default="i=85", help="node to start from (default: the Objects folder)")
+    browse.add_argument("--depth", type=int, default=6, help="how deep to walk (default 6)")
+    browse.add_argument("--driver", default="plc", help="driver name written into the snippet")
+    browse.add_argument(
+        "--config", type=Path, default=None, help="line config whose driver security settings to connect with"
+    )
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _load(path: Path) -> object:
+    """The config at `path`, or an exit code after printing every problem."""
     try:
-        config = load_config(args.config if args.command != "check-config" else args.file)
+        return load_config(path)
     except ConfigError as exc:
         print(f"linegate: invalid config {exc.path}:", file=sys.stderr)
         for key, reason in exc.problems:
             print(f"  {key}: {reason}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in ("certs", "browse"):
+        return _opcua_tool(args)
+    config = _load(args.config if args.command != "check-config" else args.file)
+    if isinstance(config, int):
+        return config
+    assert isinstance(config, LineConfig)
     if args.command == "check-config":
         print(
             f"{args.file}: OK: line {config.line.name}, {len(config.tags)} tags, "
@@ -115,6 +148,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _opcua_tool(args: argparse.Namespace) -> int:
+    config: LineConfig | None = None
+    if args.config is not None:
+        loaded = _load(args.config)
+        if isinstance(loaded, int):
+            return loaded
+        assert isinstance(loaded, LineConfig)
+        config = loaded
+    from gateway import composition
+
+    composition.configure_logging(args.log_level)
+    if args.command == "certs":
+        return composition.certs(
+            config,
+            driver=args.driver,
+            pki_dir=args.pki_dir,
+            action=args.certs_command,
+            certificate=getattr(args, "certificate", None),
+            out=sys.stdout,
+        )
+    try:
+        return asyncio.run(
+            composition.browse(
+                args.url, config=config, root=args.root, depth=args.depth, driver=args.driver, out=sys.stdout
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

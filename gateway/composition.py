@@ -22,9 +22,11 @@ from drivers.influx_output import InfluxOutputDriver, points_in
 from drivers.mqtt_commands import MqttCommandChannel
 from drivers.mqtt_input import MqttInputDriver
 from drivers.mqtt_output import MqttOperatorOutput
+from drivers.opcua_browse import browse_command
 from drivers.opcua_input import OpcUaInputDriver
+from drivers.opcua_security import certs_command, resolve_pki_dir
 from gateway.commands import CommandLedger, ControlDisabled
-from gateway.config import LineConfig, parse_config
+from gateway.config import LineConfig, OpcUaDriver, parse_config
 from gateway.ports import BoundTag, InputDriver, Service
 from gateway.runtime import OutputBinding, Runtime
 from gateway.terminal_view import TerminalView
@@ -157,6 +159,62 @@ async def _stop_after(runtime: Runtime, minutes: float | None) -> None:
         return
     await asyncio.sleep(minutes * 60)  # the demo's own duration, not synchronisation
     runtime.stop()
+
+
+def _opcua_settings(config: LineConfig | None, driver: str | None) -> tuple[str, OpcUaDriver] | None:
+    """The named (or only) OPC-UA driver of `config`; raises ValueError when that is ambiguous."""
+    if config is None:
+        return None
+    found = {n: d for n, d in config.drivers.items() if isinstance(d, OpcUaDriver)}
+    if driver is not None:
+        if driver not in found:
+            raise ValueError(f"no OPC-UA driver named {driver!r} in the config (have {sorted(found)})")
+        return driver, found[driver]
+    if len(found) != 1:
+        raise ValueError(
+            f"the config has {len(found)} OPC-UA drivers {sorted(found)}: name one with --driver"
+        )
+    name = next(iter(found))
+    return name, found[name]
+
+
+def certs(
+    config: LineConfig | None,
+    *,
+    driver: str | None,
+    pki_dir: Path | None,
+    action: str,
+    certificate: str | None,
+    out: TextIO,
+) -> int:
+    """`linegate certs list|trust`: exit 0 on success, 1 on a refused action, 2 on bad usage."""
+    try:
+        chosen = _opcua_settings(config, driver)
+    except ValueError as exc:
+        print(f"linegate certs: {exc}", file=sys.stderr)
+        return 2
+    security = chosen[1].security if chosen else None
+    return certs_command(
+        pki_dir if pki_dir is not None else resolve_pki_dir(security),
+        action=action,
+        certificate=certificate,
+        expiry_warning_days=security.expiry_warning_days if security else 30,
+        out=out,
+    )
+
+
+async def browse(
+    url: str, *, config: LineConfig | None, root: str, depth: int, driver: str, out: TextIO
+) -> int:
+    """`linegate browse URL`: print a tag config snippet for the variables found under `root`."""
+    try:
+        chosen = _opcua_settings(config, None)
+    except ValueError as exc:
+        print(f"linegate browse: {exc}", file=sys.stderr)
+        return 2
+    return await browse_command(
+        url, security=chosen[1].security if chosen else None, root=root, depth=depth, driver=driver, out=out
+    )
 
 
 def configure_logging(level: str) -> None:

@@ -79,14 +79,97 @@ class MqttConnection(Model):
     tls: MqttTls | None = None
 
 
+SECURITY_POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
+
+
+class OpcUaSecurity(Model):
+    """How the session is secured and who we are to the server.
+
+    Certificates live in a PKI directory (`pki_dir`, default `$STATE_DIRECTORY/pki`, else
+    `~/.local/state/linegate/pki`): `own/` holds our application certificate (created on first
+    run), `trusted/` the server certificates we accept, `rejected/` the ones we refused (an
+    unknown server certificate lands there; `linegate certs trust` promotes it).
+    """
+
+    policy: Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    identity: Literal["anonymous", "username", "certificate"] = "anonymous"
+    username: str | None = None
+    # Name of an environment variable holding the password: secrets stay out of config files.
+    password_env: str | None = None
+    pki_dir: str | None = None
+    application_uri: str = "urn:linegate:gateway"
+    # Warn this many days before our own or the server's certificate expires.
+    expiry_warning_days: int = Field(default=30, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaSecurity:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError(
+                "mode: policy 'None' goes with mode 'None', and a secure policy needs Sign or SignAndEncrypt"
+            )
+        if self.identity == "username" and (self.username is None or self.password_env is None):
+            raise ValueError("username: identity 'username' needs username and password_env")
+        if self.identity != "username" and (self.username is not None or self.password_env is not None):
+            raise ValueError(
+                f"username: identity is '{self.identity}'; username/password_env are only for 'username'"
+            )
+        return self
+
+
 class OpcUaDriver(Model):
     type: Literal["opcua"]
     url: Annotated[str, Field(pattern=r"^opc\.tcp://[^/\s]+(:\d+)?(/\S*)?$")]
     publishing_interval_ms: int = Field(default=200, ge=10, le=60_000)
-    # asyncua's watchdog: how often the session is probed; a hung server is noticed in ~2x this.
-    watchdog_s: float = Field(default=1.0, gt=0, le=60)
+    # Heartbeat: the server's clock (ServerStatus.CurrentTime) is read this often; a failed or
+    # unanswered read within `heartbeat_timeout_s` is a lost session (catches a frozen server).
+    heartbeat_s: float = Field(default=1.0, gt=0, le=60)
+    heartbeat_timeout_s: float = Field(default=3.0, gt=0, le=120)
+    request_timeout_s: float = Field(default=10.0, gt=0, le=600)
     # Iterator queue between asyncua and the driver; overflow is counted, never silent.
     queue_maxsize: int = Field(default=10_000, ge=10)
+    # Monitored items are created this many per CreateMonitoredItems call ...
+    items_per_call: int = Field(default=100, ge=1, le=10_000)
+    # ... and spread over as many subscriptions as this cap calls for.
+    max_items_per_subscription: int = Field(default=1000, ge=1, le=100_000)
+    # A tag not updated for this long (wall seconds) is flagged stale; a tag can override it.
+    # None: only a lost session makes tags stale.
+    stale_after_s: float | None = Field(default=30.0, gt=0)
+    security: OpcUaSecurity = OpcUaSecurity()
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaDriver:
+        if self.heartbeat_timeout_s < self.heartbeat_s:
+            raise ValueError("heartbeat_timeout_s: must be at least heartbeat_s")
+        return self
+
+
+class OpcUaMonitoring(Model):
+    """Per-tag OPC-UA monitoring: a subscription's monitored item, or polling.
+
+    `mode = "subscribe"` asks the server for a monitored item with this sampling interval,
+    queue size and DataChangeFilter. Where the server refuses the filter (BadFilterNotAllowed,
+    BadMonitoredItemFilterUnsupported) the tag falls back to polling and the deadband is
+    applied here; `mode = "poll"` polls from the start (servers with broken subscriptions).
+    """
+
+    mode: Literal["subscribe", "poll"] = "subscribe"
+    # None: the driver's publishing interval.
+    sampling_interval_ms: float | None = Field(default=None, ge=0, le=3_600_000)
+    # 1: latest value per publishing interval (totalizers lose no mass: the next value has it).
+    queue_size: int = Field(default=1, ge=1, le=10_000)
+    trigger: Literal["status", "status_value", "status_value_timestamp"] = "status_value"
+    deadband: Literal["none", "absolute", "percent"] = "none"
+    # Units of the tag for "absolute"; percent of the EURange (the tag's range) for "percent".
+    deadband_value: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaMonitoring:
+        if self.deadband == "none" and self.deadband_value != 0:
+            raise ValueError("deadband_value: set deadband = 'absolute' or 'percent' to use it")
+        if self.deadband == "percent" and self.deadband_value > 100:
+            raise ValueError("deadband_value: a percent deadband is at most 100")
+        return self
 
 
 MQTT_FILTER = r"^([^+#/]*|\+)(/([^+#/]*|\+))*(/#)?$|^#$"
@@ -124,6 +207,8 @@ class MqttInputDriver(Model):
     qos: Literal[0, 1] = 1
     max_payload_bytes: int = Field(default=4096, ge=16)
     routes: list[TopicRoute] = []
+    # IoT sensors often report only on change, so silence is not stale unless configured.
+    stale_after_s: float | None = Field(default=None, gt=0)
 
 
 Driver = Annotated[OpcUaDriver | MqttInputDriver, Field(discriminator="type")]
@@ -136,6 +221,10 @@ class Tag(Model):
     range: tuple[float, float]
     description: str = ""
     node_id: str | None = None
+    # OPC-UA only: sampling, queue, filter or polling (defaults: see OpcUaMonitoring).
+    monitoring: OpcUaMonitoring | None = None
+    # A tag not updated for this long (wall seconds) is flagged stale; None: the driver's value.
+    stale_after_s: float | None = Field(default=None, gt=0)
     topic: Annotated[str, Field(pattern=r"^[^+#]+$")] | None = None
     # MQTT payload shape:
     #   json    an object; value, timestamp and quality found at the *_path keys below
@@ -165,6 +254,8 @@ class Tag(Model):
             raise ValueError(f"range: min ({lo}) must be below max ({hi})")
         if self.node_id is not None and self.topic is not None:
             raise ValueError("give node_id (OPC-UA) or topic (MQTT), not both")
+        if self.monitoring is not None and self.node_id is None:
+            raise ValueError("monitoring: only OPC-UA tags (with a node_id) have monitoring settings")
         if self.role != "signal":
             if self.kind is None:
                 raise ValueError(f"kind: a '{self.role}' stream needs kind = 'total' or 'rate'")
@@ -284,6 +375,12 @@ class LineConfig(Model):
             if tag.name == name:
                 return i
         raise KeyError(name)
+
+    def stale_after_s(self, tag: Tag) -> float | None:
+        """How long the tag may stay silent before it is flagged stale (None: never)."""
+        if tag.stale_after_s is not None:
+            return tag.stale_after_s
+        return self.drivers[tag.driver].stale_after_s
 
     def stream_tag(self, role: Literal["feed", "black_mass"]) -> Tag:
         return next(t for t in self.tags if t.role == role)
