@@ -29,6 +29,7 @@ from gateway.pipeline import YieldPipeline
 from gateway.ports import InputDriver, OutputDriver, PipelineUpdate, Service
 from gateway.samples import Quality
 from gateway.service_notifier import ServiceNotifier, watchdog_loop
+from gateway.silence_watch import SilenceWatch
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Runtime:
         self.config = config
         self.bus = SampleBus(config.runtime.bus_capacity)
         self.pipeline = YieldPipeline(config)
+        self.silence = SilenceWatch(config)
         self.inputs = inputs
         self.outputs = outputs
         self.services = services or []
@@ -237,7 +239,18 @@ class Runtime:
 
     def _tick_once(self) -> None:
         started = time.perf_counter()
-        update = self.pipeline.tick(self.bus.drain())
+        batch = self.bus.drain()
+        now = time.monotonic()
+        self.silence.observe(batch, now)
+        update = self.pipeline.tick(batch)
+        for k in self.silence.overdue(now, self.pipeline.last_quality):
+            # Goes through the bus like a driver's mark, so it reaches the outputs next tick.
+            log.warning(
+                "tag %s: no update for %.0f s; flagged stale",
+                self.config.tags[k].name,
+                self.silence.stale_after[k],
+            )
+            self.bus.put(int(k), float(self.pipeline.last_t[k]), math.nan, Quality.STALE)
         t = update.t_plant if math.isfinite(update.t_plant) else time.time()
         events = self.alarms.update(self._alarm_conditions(update), t)
         update = replace(update, alarm_events=events, active_alarms=list(self.alarms.active.values()))
