@@ -80,6 +80,7 @@ class OpcUaInputDriver:
         self._latest = LatestSeen()
         self._consumed_this_session = 0
         self._poll_reads_before = 0
+        self._dropped_logged = 0
         self._poller: Poller | None = None
         self.tags_by_index = {bt.index: bt for bt in tags}
         self._sink: SampleSink | None = None
@@ -268,6 +269,16 @@ class OpcUaInputDriver:
             server_now = epoch_seconds(dv.Value.Value if dv.Value is not None else None)
             if server_now is not None:
                 self.server_clock_offset_s = server_now - datetime.now(UTC).timestamp()
+            dropped = self.dropped_overflow
+            if dropped > self._dropped_logged:
+                log.warning(
+                    "opcua %s: %d notifications lost so far: the gateway fell behind and asyncua's queue "
+                    "(queue_maxsize %d) overflowed",
+                    self.name,
+                    dropped,
+                    s.queue_maxsize,
+                )
+                self._dropped_logged = dropped
             for sub in subs:
                 if sub.is_stale(SILENT_SUBSCRIPTION_PERIODS):
                     raise RetryableError(

@@ -208,7 +208,8 @@ async def browse(
 ) -> int:
     """`linegate browse URL`: print a tag config snippet for the variables found under `root`."""
     try:
-        chosen = _opcua_settings(config, None)
+        # --driver names the snippet's driver; it also picks the config's driver when it has one by that name.
+        chosen = _opcua_settings(config, driver if config is not None and driver in config.drivers else None)
     except ValueError as exc:
         print(f"linegate browse: {exc}", file=sys.stderr)
         return 2

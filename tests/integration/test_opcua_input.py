@@ -267,7 +267,9 @@ async def test_a_tag_silent_past_its_period_is_flagged_stale_by_the_runtime() ->
         t = T0
         deadline = time.monotonic() + 20
         seen_good = False
-        while not (seen_good and q[silent] == Quality.STALE):  # keep every other tag moving; dry.mass never changes
+        while not (
+            seen_good and q[silent] == Quality.STALE
+        ):  # keep every other tag moving; dry.mass never changes
             assert time.monotonic() < deadline, "dry.mass was not flagged stale within 20 s"
             t += timedelta(seconds=1)
             values["shr.power"] += 1
@@ -280,3 +282,19 @@ async def test_a_tag_silent_past_its_period_is_flagged_stale_by_the_runtime() ->
         runtime.stop()
         await asyncio.wait_for(run, 30)
         await server.stop()
+
+
+async def test_iterator_queue_overflow_is_counted_exactly() -> None:
+    # Twelve tags change in one publish response; asyncua delivers all twelve into a queue of
+    # ten before the consumer runs: two are lost and must be counted, not hidden.
+    async with rig(lambda p: plc_config(p, driver={"queue_maxsize": 10})) as r:
+        n = len(r.config.tags)
+        assert n == 12
+        # The initial values of all twelve items come in one publish response too.
+        await r.sink.wait_for("the first ten", lambda: len(r.sink.samples) >= 10)
+        assert r.driver.dropped_overflow == n - 10
+        before_samples, before_dropped = len(r.sink.samples), r.driver.dropped_overflow
+        await r.publish({name: v + 1 for name, v in r.current.items()})
+        await r.sink.wait_for("the ten that fit", lambda: len(r.sink.samples) >= before_samples + 10)
+        assert r.driver.dropped_overflow - before_dropped == n - 10
+        assert len(r.sink.samples) == before_samples + 10
