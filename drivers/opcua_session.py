@@ -21,12 +21,18 @@ from asyncua import Client, ua
 
 from drivers.opcua_security import configure_security
 from gateway.config import OpcUaDriver
-from gateway.errors import RetryableError
+from gateway.errors import FatalDriverError, RetryableError
 
 log = logging.getLogger(__name__)
 
 # What asyncua raises when a server is unreachable, hangs, or closes the connection.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError, ua.UaError)
+# The server refused who we are: retrying with the same config and environment cannot help.
+IDENTITY_REFUSALS: tuple[type[BaseException], ...] = (
+    ua.uaerrors.BadUserAccessDenied,
+    ua.uaerrors.BadIdentityTokenRejected,
+    ua.uaerrors.BadIdentityTokenInvalid,
+)
 
 
 def make_client(settings: OpcUaDriver) -> Client:
@@ -43,6 +49,12 @@ async def open_session(settings: OpcUaDriver, who: str) -> AsyncIterator[Client]
     await configure_security(client, settings, who)
     try:
         await client.connect()
+    except IDENTITY_REFUSALS as exc:
+        with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
+            await client.disconnect()
+        raise FatalDriverError(
+            f"opcua {who}: {settings.url} refused our identity ({settings.security.identity}): {describe(exc)}"
+        ) from exc
     except CONNECTION_ERRORS as exc:
         with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
             await client.disconnect()
