@@ -15,6 +15,20 @@ into a ServiceFault for the whole Write request, so the client sees BadOutOfRang
 request's result (asyncua's client raises `ua.uaerrors.BadOutOfRange`), not as a per-item
 status: write setpoints one per request. Measured variables are read-only (anonymous users
 get BadUserAccessDenied).
+
+Setpoints behave like PLC tags (`simulators.plant.SetpointSpec`): each has the DataType its
+spec names, and a write must carry exactly that variant type (BadTypeMismatch otherwise:
+`dry.jacket_temp_sp` is a Float, a REAL, so a Double write is refused); a setpoint with
+integer scaling (`shr.feed_rate_sp`, 0.05 t/h counts) stores the written value rounded to
+its step, so 1.72 reads back 1.70. With `refuse_write_timestamps=True` the server behaves
+like PLCs that accept only a bare value (Siemens S7-1500, for one): a setpoint write carrying
+a SourceTimestamp or ServerTimestamp is refused with BadWriteNotSupported (the server then
+stops stamping client writes itself, so the client's own timestamps are what it checks).
+
+Monitored items: like many PLC servers, the simulated PLC does not implement PercentDeadband
+(asyncua's server accepts it and then ignores it, which would be worse): an item asking for it
+is refused with BadFilterNotAllowed, the rest of the request goes through. Clients are expected
+to fall back to polling and apply the deadband themselves.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ from asyncua import Server, ua
 from asyncua.server.address_space import NodeData
 
 from gateway.config import LineConfig, OpcUaDriver, Tag
+from simulators.opcua_server_security import SimServerSecurity, SimUserManager, apply_security
 from simulators.plant import SetpointSpec
 
 NAMESPACE_URI = "urn:linegate:simulator"
@@ -93,6 +108,8 @@ class SimOpcUaServer:
         initial_setpoints: Mapping[str, float] | None = None,
         on_setpoint: Callable[[str, float], None] | None = None,
         initial_time: datetime | None = None,
+        security: SimServerSecurity | None = None,
+        refuse_write_timestamps: bool = False,
     ) -> None:
         driver = config.drivers.get(driver_name)
         if not isinstance(driver, OpcUaDriver):
@@ -119,13 +136,20 @@ class SimOpcUaServer:
         self.namespace_index: int | None = None
         self.setpoint_writes = 0
         self.setpoint_rejections = 0
+        self.refuse_write_timestamps = refuse_write_timestamps
+        # None: NoSecurity only, any identity (the default for tests and demos).
+        self._security = security
+        self.user_manager: SimUserManager | None = None
 
     async def start(self) -> None:
         server = Server()
         await server.init()
         server.set_endpoint(self.url)
         server.set_server_name("linegate plant simulator")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self._security is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            self.user_manager = await apply_security(server, self._security)
         idx = await server.register_namespace(NAMESPACE_URI)
         if idx != EXPECTED_NAMESPACE_INDEX:
             raise RuntimeError(
@@ -133,6 +157,7 @@ class SimOpcUaServer:
                 "the config's node ids (ns=2;s=...) would not resolve"
             )
         self.namespace_index = idx
+        _refuse_percent_deadband(server)
 
         objects = server.nodes.objects
         assets: dict[str, Any] = {}
@@ -156,14 +181,19 @@ class SimOpcUaServer:
             await server.write_attribute_value(var.nodeid, waiting)
             self._nodeids[tag.name] = nodeid
 
+        if self.refuse_write_timestamps:
+            # asyncua stamps every client write's ServerTimestamp itself by default, which
+            # would hide the client's own from the setter's check.
+            server.set_force_server_timestamp(False)
         for name, spec in self._setpoints.items():
             nodeid = ua.NodeId(name, idx)
             parent = await asset_node(asset_of(name))
+            vtype = ua.VariantType[spec.datatype]
             var = await self._add_analog(
-                parent, nodeid, name, spec.unit, (spec.low, spec.high), spec.description
+                parent, nodeid, name, spec.unit, (spec.low, spec.high), spec.description, vtype=vtype
             )
             await server.write_attribute_value(
-                nodeid, self._datavalue(self._initial_setpoints[name], self._initial_time)
+                nodeid, self._datavalue(self._initial_setpoints[name], self._initial_time, vtype)
             )
             await var.set_writable()
             server.set_attribute_value_setter(nodeid, self._make_setter(name))
@@ -184,12 +214,13 @@ class SimOpcUaServer:
         unit: str,
         rng: tuple[float, float],
         description: str,
+        *,
+        vtype: ua.VariantType = ua.VariantType.Double,
     ) -> Any:
         idx = nodeid.NamespaceIndex
         browse = name.split(".", 1)[1] if "." in name else name
-        var = await parent.add_variable(
-            nodeid, ua.QualifiedName(browse, idx), ua.Variant(0.0, ua.VariantType.Double)
-        )
+        # The variable's DataType follows the initial variant's type (Double, or Float for REALs).
+        var = await parent.add_variable(nodeid, ua.QualifiedName(browse, idx), ua.Variant(0.0, vtype))
         # Make it an AnalogItemType, so generic clients know to look for the EU properties.
         await var.delete_reference(
             ua.NodeId(ua.ObjectIds.BaseDataVariableType), ua.ObjectIds.HasTypeDefinition, bidirectional=False
@@ -217,10 +248,23 @@ class SimOpcUaServer:
         return var
 
     def _make_setter(self, name: str) -> Callable[[NodeData, ua.AttributeIds, ua.DataValue], None]:
+        spec = self._setpoints[name]
+        vtype = ua.VariantType[spec.datatype]
+
         def setter(node: NodeData, attr: ua.AttributeIds, dv: ua.DataValue) -> None:
-            value = dv.Value.Value if dv.Value is not None else None
+            # asyncua has already refused another variant type than the node's; this holds
+            # even for a node whose stored value was replaced by a Null.
+            value = dv.Value.Value if dv.Value is not None and dv.Value.VariantType == vtype else None
             if not isinstance(value, float) or self._on_setpoint is None:
                 raise ua.uaerrors.BadTypeMismatch()
+            if self.refuse_write_timestamps and (
+                dv.SourceTimestamp is not None or dv.ServerTimestamp is not None
+            ):
+                self.setpoint_rejections += 1
+                log.warning("setpoint %s: refused a write carrying timestamps", name)
+                raise ua.uaerrors.BadWriteNotSupported()
+            # The PLC's integer scaling, if any, happens before its range check (on the counts).
+            value = spec.stored(value)
             try:
                 self._on_setpoint(name, value)
             except ValueError:
@@ -230,6 +274,7 @@ class SimOpcUaServer:
                 raise ua.uaerrors.BadOutOfRange() from None
             self.setpoint_writes += 1
             log.info("setpoint %s := %r", name, value)
+            dv = dataclasses.replace(dv, Value=ua.Variant(value, vtype))
             # Store it as the default path would, stamped with plant time: that is the PLC's clock.
             if self._last_time is not None:
                 dv = dataclasses.replace(dv, SourceTimestamp=self._last_time, ServerTimestamp=self._last_time)
@@ -239,9 +284,11 @@ class SimOpcUaServer:
         return setter
 
     @staticmethod
-    def _datavalue(value: float, t: datetime | None) -> ua.DataValue:
+    def _datavalue(
+        value: float, t: datetime | None, vtype: ua.VariantType = ua.VariantType.Double
+    ) -> ua.DataValue:
         return ua.DataValue(
-            Value=ua.Variant(float(value), ua.VariantType.Double),
+            Value=ua.Variant(float(value), vtype),
             StatusCode=ua.StatusCode(ua.StatusCodes.Good),
             SourceTimestamp=t,
             ServerTimestamp=t,
@@ -269,6 +316,30 @@ class SimOpcUaServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _refuse_percent_deadband(server: Server) -> None:
+    service = server.iserver.subscription_service
+    create = service.create_monitored_items
+
+    async def create_monitored_items(
+        params: ua.CreateMonitoredItemsParameters,
+    ) -> list[ua.MonitoredItemCreateResult]:
+        def refused(item: ua.MonitoredItemCreateRequest) -> bool:
+            # By attribute: the decoded filter's class is not always `ua.DataChangeFilter` itself.
+            flt = item.RequestedParameters.Filter
+            return getattr(flt, "DeadbandType", None) == ua.DeadbandType.Percent.value
+
+        wanted = [item for item in params.ItemsToCreate if not refused(item)]
+        accepted = iter(await create(dataclasses.replace(params, ItemsToCreate=wanted)) if wanted else [])
+        return [
+            ua.MonitoredItemCreateResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadFilterNotAllowed))
+            if refused(item)
+            else next(accepted)
+            for item in params.ItemsToCreate
+        ]
+
+    service.create_monitored_items = create_monitored_items  # type: ignore[method-assign]
 
 
 __all__ = [

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -118,13 +119,36 @@ class Lot:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class SetpointSpec:
-    """A writable setpoint: its unit, safe range (inclusive) and description."""
+    """A writable setpoint: its unit, safe range (inclusive) and description.
+
+    How the simulated PLC holds it, as real ones do: `datatype` is the OPC-UA DataType of the
+    tag, "Double" (an LREAL) or "Float" (a REAL, 32 bits: a client must write a Float variant).
+    `counts_per_unit`, if set, is the PLC's integer scaling: the value is kept as a whole
+    number of 1/counts_per_unit units (20: steps of 0.05), so a written value reads back
+    rounded to that step (`stored`).
+    """
 
     name: str
     unit: str
     low: float
     high: float
     description: str
+    datatype: Literal["Double", "Float"] = "Double"
+    counts_per_unit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.datatype not in ("Double", "Float"):
+            raise ValueError(f"setpoint {self.name}: datatype must be Double or Float")
+        if self.counts_per_unit is not None and self.counts_per_unit < 1:
+            raise ValueError(f"setpoint {self.name}: counts_per_unit must be a positive integer")
+
+    def stored(self, value: float) -> float:
+        """What the PLC keeps when `value` is written: rounded to its integer scaling."""
+        if self.counts_per_unit is None or not math.isfinite(value):
+            return value
+        # round-half-even like IEC 61131-3 REAL_TO_INT; dividing the count gives the nearest
+        # double to the step (34 / 20 == 1.7, where 34 * 0.05 == 1.7000000000000002).
+        return round(value * self.counts_per_unit) / self.counts_per_unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,11 +283,21 @@ class PlantParams:
 
     def setpoint_specs(self) -> dict[str, SetpointSpec]:
         return {
+            # The feeder's PLC scales the setpoint to whole counts of 0.05 t/h.
             "shr.feed_rate_sp": SetpointSpec(
-                "shr.feed_rate_sp", "t/h", *self.feed_rate_sp_range_tph, "Feed rate setpoint"
+                "shr.feed_rate_sp",
+                "t/h",
+                *self.feed_rate_sp_range_tph,
+                "Feed rate setpoint",
+                counts_per_unit=20,
             ),
+            # A REAL tag in the dryer's PLC, as many are.
             "dry.jacket_temp_sp": SetpointSpec(
-                "dry.jacket_temp_sp", "°C", *self.jacket_temp_sp_range_c, "Dryer jacket temperature setpoint"
+                "dry.jacket_temp_sp",
+                "°C",
+                *self.jacket_temp_sp_range_c,
+                "Dryer jacket temperature setpoint",
+                datatype="Float",
             ),
             "dry.press_sp": SetpointSpec(
                 "dry.press_sp", "mbar", *self.press_sp_range_mbar, "Dryer absolute pressure setpoint"

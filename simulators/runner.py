@@ -134,6 +134,8 @@ async def run_simulator(
                 initial_setpoints=plant.setpoints() if with_setpoints else None,
                 on_setpoint=plant.set_setpoint if with_setpoints else None,
                 initial_time=start,
+                # Like many PLCs: a write must carry the bare value, no timestamps.
+                refuse_write_timestamps=True,
             )
         )
     mqtt = SimMqttPublisher(config, known_signals=SIGNALS)

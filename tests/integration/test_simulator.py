@@ -129,14 +129,14 @@ async def test_feed_rate_setpoint_write_moves_the_feed_rate(sim: Sim) -> None:
         rate = client.get_node("ns=2;s=bw_feed.rate")
         assert await sp.read_value() == pytest.approx(1.7)
 
-        await sp.write_value(ua.Variant(0.3, ua.VariantType.Double))
+        await sp.write_value(ua.DataValue(ua.Variant(0.3, ua.VariantType.Double)))
 
         async def low() -> bool:
             return await rate.read_value() < 0.6
 
         await poll("bw_feed.rate to fall after writing 0.3 t/h", low)
 
-        await sp.write_value(ua.Variant(2.0, ua.VariantType.Double))
+        await sp.write_value(ua.DataValue(ua.Variant(2.0, ua.VariantType.Double)))
 
         async def high() -> bool:
             return await rate.read_value() > 1.5
@@ -149,15 +149,17 @@ async def test_out_of_range_setpoint_write_is_refused(sim: Sim) -> None:
     async with Client(sim.url) as client:
         sp = client.get_node("ns=2;s=shr.feed_rate_sp")
         with pytest.raises(ua.uaerrors.BadOutOfRange):
-            await sp.write_value(ua.Variant(5.0, ua.VariantType.Double))
+            await sp.write_value(ua.DataValue(ua.Variant(5.0, ua.VariantType.Double)))
         with pytest.raises(ua.uaerrors.BadOutOfRange):
             await client.get_node("ns=2;s=dry.press_sp").write_value(
-                ua.Variant(1000.0, ua.VariantType.Double)
+                ua.DataValue(ua.Variant(1000.0, ua.VariantType.Double))
             )
         assert await sp.read_value() == pytest.approx(1.7)
         # Measured values are read-only.
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):
-            await client.get_node("ns=2;s=bm.total").write_value(ua.Variant(0.0, ua.VariantType.Double))
+            await client.get_node("ns=2;s=bm.total").write_value(
+                ua.DataValue(ua.Variant(0.0, ua.VariantType.Double))
+            )
 
 
 async def test_mqtt_tags_arrive_as_json_in_plant_time(sim: Sim, mosquitto: Mosquitto) -> None:
