@@ -1,41 +1,73 @@
-"""Deterministic process model of the preprocessing line, stepped in plant time.
+"""Deterministic process model of the preprocessing line (domain.md §1-2), stepped in plant time.
 
-The model carries the material as a small component vector (black-mass-forming solids,
-electrolyte, coarse: foils/steel/plastics) through the stages of the dry route:
+This is the TRUE process: the sensor layer (`simulators.sensors`) adds measurement errors on
+top, and `simulators.truth` records the true totals. The stages (sub-models in
+`simulators.process`):
 
-    feed belt -> shredder (pure delay) -> conveyor -> vacuum dryer (plug flow; the volatile
-    electrolyte evaporates to the condensate tank) -> sieve (BM solids and the residual
-    electrolyte to the black-mass stream, coarse to the coarse stream) -> BM conveyor ->
-    BM belt weigher.
+    feeder (lots; modules as items through the airlock, scrap as a surging belt)
+      -> feed belt weigher [FEED POINT]
+      -> inerted shredder (30 s pure delay; jams and auto-reverse; a little solvent flashes
+         off to the off-gas [VENT])
+      -> conveyor (60 s pure delay)
+      -> vacuum dryer (4 tanks in series, mean 90 min; solvents evaporate to the condenser
+         [CONDENSATE when condensed, the uncondensed slip to VENT])
+      -> separation at the dryer discharge (magnet, air classifier, screen, eddy current)
+         [FE, ALCU, PLASTICS, DUST when they drop into their bins]
+      -> BM conveyor (60 s pure delay) -> BM belt weigher [BLACK_MASS] -> big-bag filler.
 
-Everything here is the TRUTH: the sensor layer (`simulators.sensors`) adds measurement errors
-on top, and `simulators.truth` records the true totals. Mass is conserved by construction:
-at every step
+Outputs leave the plant at the points in brackets; everything between the feed point and an
+output point is hold-up: shredder chamber, conveyors, dryer charge, BM conveyor. Bin and bag
+contents are output already; the condensate tank too. So at every step
 
-    feed_in_total = bm_out_total + coarse_out_total + condensate_total + holdup
+    feed = black_mass + fe + alcu + plastics + dust + condensate + vent + holdup
 
-where holdup is the mass in transit in all delay lines. Internally masses are kg and times
-seconds; `signals()` converts to the units of config/line1.toml (t, t/h, kg, ...).
+up to float rounding (`balance_residual_kg()`). The true mean feed-to-BM-weigher delay is
+30 + 60 + 5400 + 60 = 5550 s (`transport_delay_s`; the hold-up swing event modulates the dryer
+residence around that mean).
 
-Randomness comes from independent, seeded streams (one per purpose: feed surging, lot draws,
-O2, gas, thermal), so adding a new random process later does not change the others.
+Material is tracked as [lot slot x component] (components in `simulators.process.material`),
+so each lot's mass in every stage and its deliveries to every output are exact
+(`lot_ledger()`). Randomness comes from independent streams `seeded_stream(seed, PLANT_DOMAIN,
+i)`, one per purpose (indices below; new ones are appended, never reordered).
 
-Performance: one step is a few dozen scalar operations and ring-buffer writes (numpy arrays
-with integer heads); a 24 h day at dt = 1 s (86,400 steps) runs in a few seconds.
+Performance: a step is ~30 small numpy operations plus scalar Python; a 24 h day at dt = 1 s
+(86,400 steps) runs in well under 15 s.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-# Indices of the component vector carried through every stage.
-BM_SOLIDS, ELECTROLYTE, COARSE = 0, 1, 2
-COMPONENTS: tuple[str, ...] = ("bm_solids", "electrolyte", "coarse")
+from simulators.process.bagging import BagFiller, BagRecord
+from simulators.process.common import Normals, whole_steps
+from simulators.process.dryer import Dryer, DryerParams
+from simulators.process.energy import EnergyMeters
+from simulators.process.feed import Feeder, FeedParams
+from simulators.process.inerting import Inerting, InertingParams
+from simulators.process.interlocks import TRIP_REASONS, InterlockParams, Interlocks
+from simulators.process.lots import LotBook, LotRecord
+from simulators.process.material import (
+    COMPONENTS,
+    DEFAULT_FEED_MIX,
+    N_COMPONENTS,
+    S_BM,
+    S_COND,
+    S_DUST,
+    S_FE,
+    S_VENT,
+    STREAMS,
+    FeedType,
+    Lot,
+)
+from simulators.process.offgas import Offgas, OffgasParams
+from simulators.process.separation import Separation, SeparationParams
+from simulators.process.shredder import ShredderDrive, ShredderParams
+from simulators.process.transport import LotDelay, ScalarDelay
 
 # Seed-sequence domains: the plant and the sensor layer draw from disjoint stream families
 # of the same user seed, so they are independent yet reproducible from one number.
@@ -43,7 +75,7 @@ PLANT_DOMAIN = 0
 SENSOR_DOMAIN = 1
 
 # Plant random streams, by purpose; the index is part of the seed, never reorder.
-_STREAM_FEED, _STREAM_LOTS, _STREAM_O2, _STREAM_GAS, _STREAM_THERMAL = range(5)
+_STREAM_FEED, _STREAM_LOTS, _STREAM_O2, _STREAM_GAS, _STREAM_THERMAL, _STREAM_JAM, _STREAM_ITEMS = range(7)
 
 
 def seeded_stream(seed: int, domain: int, index: int) -> np.random.Generator:
@@ -51,71 +83,8 @@ def seeded_stream(seed: int, domain: int, index: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(domain, index))))
 
 
-class _Normals:
-    """Standard normals drawn in blocks: per-call `rng.standard_normal()` costs ~1 µs, a block
-    amortises that, and the sequence does not depend on how the caller chunks its steps."""
-
-    __slots__ = ("_buf", "_i", "_rng")
-
-    def __init__(self, rng: np.random.Generator, block: int = 4096) -> None:
-        self._rng = rng
-        self._buf: list[float] = rng.standard_normal(block).tolist()
-        self._i = 0
-
-    def next(self) -> float:
-        i = self._i
-        if i == len(self._buf):
-            self._buf = self._rng.standard_normal(len(self._buf)).tolist()
-            i = 0
-        self._i = i + 1
-        return self._buf[i]
-
-
 # ---------------------------------------------------------------------------------------------
-# Feed: lots drawn from a mix of feed types
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class FeedType:
-    """A kind of feed material and the ranges its lots draw their true mass split from.
-
-    `bm_fraction` is the black-mass-forming solids (coating, fines) as a fraction of lot mass;
-    `electrolyte_fraction` the electrolyte fill. The rest is coarse (foils, steel, plastics).
-    Both are drawn uniformly per lot. `weight` is the relative frequency in the mix.
-    """
-
-    name: str
-    bm_fraction: tuple[float, float]
-    electrolyte_fraction: tuple[float, float]
-    weight: float
-
-
-# domain.md §1.3. Weighted toward EoL modules so that the mean wet yield (solids plus the
-# residual electrolyte that reports to the black mass) is about 45 %.
-DEFAULT_FEED_MIX: tuple[FeedType, ...] = (
-    FeedType("eol_nmc_module", (0.38, 0.46), (0.10, 0.15), 0.90),
-    FeedType("production_scrap_cell", (0.50, 0.60), (0.10, 0.15), 0.07),
-    FeedType("coated_electrode_scrap", (0.65, 0.80), (0.0, 0.005), 0.03),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Lot:
-    """One lot of feed with its own true mass split."""
-
-    index: int
-    lot_id: str
-    feed_type: str
-    mass_kg: float
-    bm_fraction: float
-    electrolyte_fraction: float
-
-    @property
-    def coarse_fraction(self) -> float:
-        return 1.0 - self.bm_fraction - self.electrolyte_fraction
-
-
-# ---------------------------------------------------------------------------------------------
-# Parameters
+# Setpoints and signals
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class SetpointSpec:
@@ -151,137 +120,154 @@ class SetpointSpec:
         return round(value * self.counts_per_unit) / self.counts_per_unit
 
 
+SignalKind = Literal["analog", "total", "counter", "state", "id"]
+
+
 @dataclass(frozen=True, slots=True)
 class SignalInfo:
-    """Unit and meaning of one true signal returned by `Plant.signals()`."""
+    """Unit and meaning of one true signal returned by `Plant.signals()`.
+
+    `rate_s` is the nominal publish period in plant seconds (domain.md §2; None = on change or
+    per event). `kind`: analog value, monotone total, event counter, state/boolean/code, or id.
+    """
 
     unit: str
     description: str
+    rate_s: float | None = 1.0
+    kind: SignalKind = "analog"
 
 
+def _s(unit: str, description: str, rate_s: float | None = 1.0, kind: SignalKind = "analog") -> SignalInfo:
+    return SignalInfo(unit, description, rate_s, kind)
+
+
+# Feed type codes published as `feed.type` (FeedType.code): 1 EoL NMC module,
+# 2 production-scrap cells / jelly rolls, 3 coated electrode scrap.
 SIGNALS: dict[str, SignalInfo] = {
-    "bw_feed.total": SignalInfo("t", "cumulative feed mass (feed belt weigher totalizer)"),
-    "bw_feed.rate": SignalInfo("t/h", "feed mass flow"),
-    "shr.power": SignalInfo("kW", "shredder drive power"),
-    "shr.current": SignalInfo("A", "shredder drive current"),
-    "shr.o2_a": SignalInfo("vol%", "shredder chamber O2 (analyser A sees this true value)"),
-    "shr.o2_b": SignalInfo("vol%", "shredder chamber O2 (analyser B sees this true value)"),
-    "dry.jacket_temp": SignalInfo("°C", "dryer jacket temperature"),
-    "dry.press_abs": SignalInfo("mbar", "dryer absolute pressure"),
-    "dry.mass": SignalInfo("kg", "dryer hold-up"),
-    "cond.tank_mass": SignalInfo("kg", "condensate tank content"),
-    "bm.rate": SignalInfo("t/h", "black-mass flow at the BM belt weigher"),
-    "bm.total": SignalInfo("t", "cumulative black mass out"),
-    "gas.h2": SignalInfo("ppm", "hydrogen at the shredder off-gas"),
-    "gas.voc": SignalInfo("ppm", "volatile organics at the shredder off-gas"),
-    "therm.hotspot_max": SignalInfo("°C", "hottest spot on the shredder outlet belt"),
+    # --- feed ---
+    "feed.item_mass": _s("kg", "last airlock batch on the platform scale (modules)", None),
+    "feed.lot_id": _s("", "number of the lot being fed (L00012 -> 12)", None, "id"),
+    "feed.type": _s(
+        "", "feed type code of the lot being fed (1 module, 2 cells, 3 electrode)", None, "state"
+    ),
+    "bw_feed.rate": _s("t/h", "feed mass flow at the feed belt weigher"),
+    "bw_feed.total": _s("t", "cumulative feed (feed belt weigher totalizer)", 1.0, "total"),
+    "bw_feed.speed": _s("m/s", "feed belt speed (runs while the line is started)"),
+    # --- shredder ---
+    "shr.power": _s("kW", "shredder drive power"),
+    "shr.current": _s("A", "shredder drive current"),
+    "shr.torque_pct": _s("%", "shredder torque, % of rated"),
+    "shr.speed": _s("rpm", "shear shaft speed (magnitude; reverses during a jam)"),
+    "shr.reverse_count": _s("", "auto-reverse count since start", None, "counter"),
+    "shr.run": _s("", "shredder running (1) or stopped by a fault (0)", None, "state"),
+    "shr.fault": _s("", "shredder drive fault (1) after failed reverses", None, "state"),
+    # --- inerting ---
+    "shr.o2_a": _s("vol%", "chamber O2 at analyser A (true)"),
+    "shr.o2_b": _s("vol%", "chamber O2 at analyser B (true)"),
+    "n2.flow": _s("Nm³/h", "N2 purge flow"),
+    "n2.total": _s("Nm³", "cumulative N2", 10.0, "total"),
+    "shr.press": _s("mbar", "chamber overpressure (gauge)"),
+    "shr.gas_temp": _s("°C", "chamber gas temperature"),
+    # --- gas and thermal ---
+    "gas.h2": _s("ppm", "hydrogen at the shredder off-gas", 2.0),
+    "gas.co": _s("ppm", "carbon monoxide at the shredder off-gas", 2.0),
+    "gas.hf": _s("ppm", "hydrogen fluoride at the shredder off-gas", 2.0),
+    "gas.voc": _s("ppm", "volatile organics at the shredder off-gas", 2.0),
+    "shr.outlet_temp_ir": _s("°C", "shredder outlet belt temperature (IR)"),
+    "therm.hotspot_max": _s("°C", "hottest spot on the shredder outlet belt"),
+    "therm.dTdt": _s("°C/s", "rate of rise of the hottest spot"),
+    # --- dryer and condenser ---
+    "dry.jacket_temp": _s("°C", "dryer jacket temperature"),
+    "dry.product_temp": _s("°C", "dryer product temperature"),
+    "dry.press_abs": _s("mbar", "dryer absolute pressure"),
+    "dry.vac_pump_power": _s("kW", "vacuum pump power"),
+    "dry.agitator_speed": _s("rpm", "dryer agitator speed"),
+    "dry.agitator_torque": _s("%", "dryer agitator torque, % of rated"),
+    "dry.mass": _s("kg", "dryer hold-up (load cells)"),
+    "cond.temp": _s("°C", "condenser temperature"),
+    "cond.tank_mass": _s("kg", "condensate tank content"),
+    # --- separation ---
+    "scr.vib_freq": _s("Hz", "screen vibration frequency"),
+    "scr.amplitude": _s("mm", "screen vibration amplitude"),
+    "ac.air_vel": _s("m/s", "air classifier air velocity"),
+    "ecs.rotor_speed": _s("rpm", "eddy-current separator rotor speed"),
+    "mill.speed": _s("rpm", "granulator/mill speed"),
+    "bin_fe.mass": _s("kg", "Fe (steel) bin content", 5.0),
+    "bin_alcu.mass": _s("kg", "Al/Cu foil bin content", 5.0),
+    "bin_pl.mass": _s("kg", "plastics/residue bin content", 5.0),
+    "dust.mass": _s("kg", "filter dust bin content", 5.0),
+    # --- black mass ---
+    "bm.rate": _s("t/h", "black-mass flow at the BM belt weigher"),
+    "bm.total": _s("t", "cumulative black mass out", 1.0, "total"),
+    "bag.net_mass": _s("kg", "net mass in the big bag being filled"),
+    "bag.id": _s("", "number of the bag being filled", None, "id"),
+    "bag.complete": _s("", "1 while a completed bag is being swapped", None, "state"),
+    # --- utilities ---
+    "energy.shr": _s("kWh", "shredder energy", 10.0, "total"),
+    "energy.dry": _s("kWh", "dryer energy (jacket heat and agitator)", 10.0, "total"),
+    "energy.vac": _s("kWh", "vacuum pump energy", 10.0, "total"),
+    "energy.fans": _s("kWh", "fan energy (air classifier, ventilation)", 10.0, "total"),
+    # --- interlocks (the PLC's) ---
+    "il.feed_permissive": _s("", "feed permissive (1 = conditions met)", None, "state"),
+    "il.feed_trip": _s("", "feed trip latched (1)", None, "state"),
+    "il.trip_reason": _s("", "trip reason code (0 none; see interlocks.TRIP_REASONS)", None, "state"),
+    "il.purge_done": _s("", "N2 purge complete (1)", None, "state"),
+    "il.dryer_heat_permissive": _s("", "dryer heating permitted (press < 300 mbar)", None, "state"),
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PlantParams:
     """Engineering parameters of the model. Defaults follow domain.md (assumed values there)."""
 
     # Integration step in plant seconds; every delay must be a whole number of steps.
     dt_s: float = 1.0
-
-    # --- feed ---
     feed_rate_sp_tph: float = 1.7  # initial feed-rate setpoint: 13,500 t/yr over 8,000 h
     feed_rate_sp_range_tph: tuple[float, float] = (0.0, 2.0)
-    # Surging of the scrap belt: AR(1) relative deviation, 1-sigma 10 % (so ±20 % is the 2-sigma
-    # band), correlation time 60 s. The rate is clipped at zero.
-    feed_surge_sigma_rel: float = 0.10
-    feed_surge_tau_s: float = 60.0
-    # The feeder follows its setpoint with a first-order lag (vibratory feeder / belt drive).
-    feeder_tau_s: float = 20.0
-    lot_mass_t: tuple[float, float] = (2.0, 8.0)
     feed_mix: tuple[FeedType, ...] = DEFAULT_FEED_MIX
-
-    # --- transport: pure delays (plug flow), seconds ---
-    shredder_delay_s: float = 30.0
-    conveyor_delay_s: float = 60.0
-    dryer_delay_s: float = 5400.0  # mean residence 90 min
-    bm_conveyor_delay_s: float = 60.0
-
-    # --- dryer / condensate ---
-    # Fraction of the electrolyte that evaporates in the dryer (the rest, mostly EC, stays:
-    # domain.md says 10-20 % of the fill remains).
-    evaporated_fraction: float = 0.85
-    # Evaporation happens at this many equally spaced points along the dryer, each taking the
-    # same fraction of what is left: a discretised first-order decay with residence age.
-    evaporation_zones: int = 6
-    # Where the residual electrolyte goes at the sieve: it is soaked into the porous coating,
-    # so by default all of it reports to the black mass (and shows up later as the BM volatile
-    # content / LOD); 0.0 would send it with the coarse.
-    residual_electrolyte_to_bm: float = 1.0
-    condensate_pumpout_kg: float = 1800.0  # the tank is pumped empty when it reaches this
-    jacket_temp_sp_c: float = 80.0
-    jacket_temp_sp_range_c: tuple[float, float] = (40.0, 100.0)
-    jacket_tau_s: float = 600.0  # thermal time constant of jacket + charge
-    press_sp_mbar: float = 100.0
-    press_sp_range_mbar: tuple[float, float] = (20.0, 300.0)
-    press_tau_s: float = 60.0  # vacuum loop closed-loop time constant
-
-    # --- shredder drive ---
-    shredder_idle_kw: float = 35.0
-    shredder_specific_energy_kwh_per_t: float = 40.0
-    motor_voltage_v: float = 400.0  # 3-phase line voltage
-    motor_power_factor: float = 0.85
-
-    # --- inerting: O2 held in band by the N2 purge (AR(1) about the mean, clipped to band) ---
-    o2_mean_vol_pct: float = 1.1
-    o2_sigma_vol_pct: float = 0.1
-    o2_tau_s: float = 300.0  # N2 purge time constant (V/Q ≈ 4-5 min)
-    o2_band_vol_pct: tuple[float, float] = (0.8, 1.5)
-
-    # --- gas detection: proportional to the electrolyte passing the shredder ---
-    h2_base_ppm: float = 2.0
-    h2_ppm_per_kgph_electrolyte: float = 0.1
-    voc_base_ppm: float = 5.0
-    voc_ppm_per_kgph_electrolyte: float = 0.5
-    gas_sigma_rel: float = 0.10  # process fluctuation of the release, relative, AR(1)
-    gas_tau_s: float = 120.0
-
-    # --- thermal camera on the shredder outlet belt ---
-    hotspot_ambient_c: float = 30.0
-    hotspot_c_per_tph: float = 5.0
-    hotspot_sigma_c: float = 1.0
-    hotspot_tau_s: float = 60.0
+    conveyor_delay_s: float = 60.0  # shredder discharge to dryer inlet
+    shredder_flash_fraction: float = 0.01  # of the volatile solvent, flashed off in the shredder
+    lot_slots: int = 16  # initial; grows when more lots are in flight
+    lot_flush_kg: float = 1e-6  # a closed lot's last milligram in the dryer discharges at once
+    sweep_s: float = 60.0  # how often finished lots are flushed and retired
+    feed: FeedParams = field(default_factory=FeedParams)
+    shredder: ShredderParams = field(default_factory=ShredderParams)
+    inerting: InertingParams = field(default_factory=InertingParams)
+    offgas: OffgasParams = field(default_factory=OffgasParams)
+    dryer: DryerParams = field(default_factory=DryerParams)
+    separation: SeparationParams = field(default_factory=SeparationParams)
+    interlocks: InterlockParams = field(default_factory=InterlockParams)
 
     def __post_init__(self) -> None:
         if not self.dt_s > 0:
             raise ValueError("dt_s must be positive")
-        for name in ("shredder_delay_s", "conveyor_delay_s", "dryer_delay_s", "bm_conveyor_delay_s"):
-            _steps(getattr(self, name), self.dt_s, name)
-        if not 0.0 <= self.evaporated_fraction < 1.0:
-            raise ValueError("evaporated_fraction must be in [0, 1)")
-        if not 0.0 <= self.residual_electrolyte_to_bm <= 1.0:
-            raise ValueError("residual_electrolyte_to_bm must be in [0, 1]")
-        if not 1 <= self.evaporation_zones <= _steps(self.dryer_delay_s, self.dt_s, "dryer_delay_s"):
-            raise ValueError("evaporation_zones must be between 1 and the dryer length in steps")
-        if not self.feed_mix or any(ft.weight <= 0 for ft in self.feed_mix):
-            raise ValueError("feed_mix needs at least one feed type, all weights positive")
-        for ft in self.feed_mix:
-            if not (0 <= ft.bm_fraction[0] <= ft.bm_fraction[1] and ft.electrolyte_fraction[0] >= 0):
-                raise ValueError(f"feed type {ft.name}: bad fraction range")
-            if ft.bm_fraction[1] + ft.electrolyte_fraction[1] > 1.0:
-                raise ValueError(f"feed type {ft.name}: BM + electrolyte can exceed 1")
-        if not 0 < self.lot_mass_t[0] <= self.lot_mass_t[1]:
-            raise ValueError("lot_mass_t must be a positive (min, max)")
-        if self.condensate_pumpout_kg <= 0:
-            raise ValueError("condensate_pumpout_kg must be positive")
+        if not self.feed_mix or any(ft.weight < 0 for ft in self.feed_mix):
+            raise ValueError("feed_mix needs at least one feed type and no negative weights")
+        if sum(ft.weight for ft in self.feed_mix) <= 0:
+            raise ValueError("feed_mix weights must not all be zero")
+        if len({ft.name for ft in self.feed_mix}) != len(self.feed_mix):
+            raise ValueError("feed_mix names must be unique")
+        if not 0.0 <= self.shredder_flash_fraction < 1.0:
+            raise ValueError("shredder_flash_fraction must be in [0, 1)")
+        _ = self.transport_delay_s  # validates every delay as whole steps
 
     @property
     def transport_delay_s(self) -> float:
-        """True feed-to-BM-weigher delay: the sum of all plug-flow delays (the sieve is instant)."""
-        return self.dt_s * (
-            _steps(self.shredder_delay_s, self.dt_s, "shredder_delay_s")
-            + _steps(self.conveyor_delay_s, self.dt_s, "conveyor_delay_s")
-            + _steps(self.dryer_delay_s, self.dt_s, "dryer_delay_s")
-            + _steps(self.bm_conveyor_delay_s, self.dt_s, "bm_conveyor_delay_s")
+        """True mean feed-to-BM-weigher delay: a whole number of steps."""
+        dt = self.dt_s
+        n = (
+            whole_steps(self.shredder.residence_s, dt, "shredder.residence_s")
+            + whole_steps(self.conveyor_delay_s, dt, "conveyor_delay_s")
+            + whole_steps(self.dryer.mean_residence_s, dt, "dryer.mean_residence_s")
+            + whole_steps(self.separation.bm_conveyor_s, dt, "separation.bm_conveyor_s")
         )
+        return n * dt
 
     def setpoint_specs(self) -> dict[str, SetpointSpec]:
+        d, s = self.dryer, self.separation
         return {
             # The feeder's PLC scales the setpoint to whole counts of 0.05 t/h.
             "shr.feed_rate_sp": SetpointSpec(
@@ -295,75 +281,55 @@ class PlantParams:
             "dry.jacket_temp_sp": SetpointSpec(
                 "dry.jacket_temp_sp",
                 "°C",
-                *self.jacket_temp_sp_range_c,
+                *d.jacket_temp_sp_range_c,
                 "Dryer jacket temperature setpoint",
                 datatype="Float",
             ),
             "dry.press_sp": SetpointSpec(
-                "dry.press_sp", "mbar", *self.press_sp_range_mbar, "Dryer absolute pressure setpoint"
+                "dry.press_sp", "mbar", *d.press_sp_range_mbar, "Dryer absolute pressure setpoint"
+            ),
+            "dry.agitator_speed_sp": SetpointSpec(
+                "dry.agitator_speed_sp",
+                "rpm",
+                *d.agitator_speed_sp_range_rpm,
+                "Dryer agitator speed setpoint",
+            ),
+            "scr.vib_freq_sp": SetpointSpec(
+                "scr.vib_freq_sp", "Hz", *s.vib_freq_sp_range_hz, "Screen vibration frequency setpoint"
+            ),
+            "ac.air_vel_sp": SetpointSpec(
+                "ac.air_vel_sp", "m/s", *s.air_vel_sp_range_m_s, "Air classifier air velocity setpoint"
+            ),
+            "bag.target_mass_sp": SetpointSpec(
+                "bag.target_mass_sp", "kg", *s.bag_target_range_kg, "Big-bag target net mass"
             ),
         }
 
-    def expected_mean_yield(self) -> float:
-        """Mean true wet BM yield of the feed mix (weights as mass shares; lots are equal in
-        expected mass), with the residual electrolyte split as configured."""
-        total_w = sum(ft.weight for ft in self.feed_mix)
-        residual = (1.0 - self.evaporated_fraction) * self.residual_electrolyte_to_bm
-        return (
-            sum(
-                ft.weight * (0.5 * sum(ft.bm_fraction) + residual * 0.5 * sum(ft.electrolyte_fraction))
-                for ft in self.feed_mix
-            )
-            / total_w
-        )
+    def initial_setpoints(self) -> dict[str, float]:
+        d, s = self.dryer, self.separation
+        return {
+            "shr.feed_rate_sp": self.feed_rate_sp_tph,
+            "dry.jacket_temp_sp": d.jacket_temp_sp_c,
+            "dry.press_sp": d.press_sp_mbar,
+            "dry.agitator_speed_sp": d.agitator_speed_sp_rpm,
+            "scr.vib_freq_sp": s.vib_freq_sp_hz,
+            "ac.air_vel_sp": s.air_vel_sp_m_s,
+            "bag.target_mass_sp": s.bag_target_kg,
+        }
 
 
-def _steps(delay_s: float, dt_s: float, name: str) -> int:
-    n = round(delay_s / dt_s)
-    if n < 1 or abs(n * dt_s - delay_s) > 1e-9 * max(1.0, delay_s):
-        raise ValueError(f"{name}: {delay_s} s is not a positive whole number of {dt_s} s steps")
-    return n
-
-
-# ---------------------------------------------------------------------------------------------
-# Transport
-# ---------------------------------------------------------------------------------------------
-class DelayLine:
-    """Plug-flow transport as a ring buffer: what enters at step k leaves at step k + n.
-
-    Each slot holds the component vector that entered in one step and the index of the lot
-    that contributed most of it (lot ages and per-lot yield build on this later).
-    """
-
-    __slots__ = ("buf", "head", "lot", "n", "name")
-
-    def __init__(self, name: str, delay_s: float, dt_s: float) -> None:
-        self.name = name
-        self.n = _steps(delay_s, dt_s, name)
-        self.buf = np.zeros((self.n, len(COMPONENTS)), dtype=np.float64)
-        self.lot = np.full(self.n, -1, dtype=np.int64)
-        # `head` is the oldest slot: the one that leaves on the next push.
-        self.head = 0
-
-    def push(self, m0: float, m1: float, m2: float, lot: int) -> tuple[float, float, float, int]:
-        """Insert this step's inflow and return the outflow (the slot that entered n steps ago)."""
-        h = self.head
-        o0, o1, o2 = self.buf[h].tolist()
-        olot = int(self.lot[h])
-        self.buf[h] = (m0, m1, m2)
-        self.lot[h] = lot
-        self.head = h + 1 if h + 1 < self.n else 0
-        return o0, o1, o2, olot
-
-    def slot_index(self, age_steps: int) -> int:
-        """Buffer index of the parcel that entered `age_steps` pushes ago (1 = newest, n = oldest)."""
-        return (self.head - age_steps) % self.n
-
-    def holdup_kg(self) -> float:
-        return float(self.buf.sum())
-
-    def holdup_components_kg(self) -> np.ndarray:
-        return self.buf.sum(axis=0)
+# Process events the scenario runner can apply: kind -> {param: type}.
+EVENTS: dict[str, dict[str, type]] = {
+    "process.feed_rate": {"tph": float},
+    "process.line_stop": {},
+    "process.line_start": {},
+    "process.lot_change": {"feed_type": str},
+    "process.o2_ingress": {"peak_vol_pct": float, "duration_s": float},
+    "process.o2_analyser_offset": {"analyser": str, "offset_vol_pct": float},
+    "process.dryer_holdup_swing": {"amplitude_kg": float, "period_h": float},
+    "process.jam": {},
+    "process.hotspot": {"peak_c": float, "duration_s": float},
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,75 +342,67 @@ class Plant:
         p = params if params is not None else PlantParams()
         self.params = p
         self.seed = seed
-        self.dt_s = p.dt_s
+        self.dt_s = dt = p.dt_s
         self.steps = 0
+        self.transport_delay_s = p.transport_delay_s
 
         self._setpoint_specs = p.setpoint_specs()
-        self._sp: dict[str, float] = {
-            "shr.feed_rate_sp": p.feed_rate_sp_tph,
-            "dry.jacket_temp_sp": p.jacket_temp_sp_c,
-            "dry.press_sp": p.press_sp_mbar,
-        }
+        self._sp = p.initial_setpoints()
         for name, value in self._sp.items():
             self._check_setpoint(name, value)
 
-        self._feed_noise = _Normals(seeded_stream(seed, PLANT_DOMAIN, _STREAM_FEED))
-        self._lot_rng = seeded_stream(seed, PLANT_DOMAIN, _STREAM_LOTS)
-        self._o2_noise = _Normals(seeded_stream(seed, PLANT_DOMAIN, _STREAM_O2))
-        self._gas_noise = _Normals(seeded_stream(seed, PLANT_DOMAIN, _STREAM_GAS))
-        self._thermal_noise = _Normals(seeded_stream(seed, PLANT_DOMAIN, _STREAM_THERMAL))
+        def stream(i: int) -> np.random.Generator:
+            return seeded_stream(seed, PLANT_DOMAIN, i)
 
-        dt = p.dt_s
-        # First-order lag and AR(1) coefficients, precomputed once: the step uses only these.
-        self._a_feeder = 1.0 - math.exp(-dt / p.feeder_tau_s)
-        self._a_jacket = 1.0 - math.exp(-dt / p.jacket_tau_s)
-        self._a_press = 1.0 - math.exp(-dt / p.press_tau_s)
-        self._ar_surge = _ar1(dt, p.feed_surge_tau_s, p.feed_surge_sigma_rel)
-        self._ar_o2 = _ar1(dt, p.o2_tau_s, p.o2_sigma_vol_pct)
-        self._ar_gas = _ar1(dt, p.gas_tau_s, p.gas_sigma_rel)
-        self._ar_hot = _ar1(dt, p.hotspot_tau_s, p.hotspot_sigma_c)
+        self.book = LotBook(p.lot_slots, p.shredder_flash_fraction)
+        k = p.lot_slots
 
-        self.shredder = DelayLine("shredder_delay_s", p.shredder_delay_s, dt)
-        self.conveyor = DelayLine("conveyor_delay_s", p.conveyor_delay_s, dt)
-        self.dryer = DelayLine("dryer_delay_s", p.dryer_delay_s, dt)
-        self.bm_conveyor = DelayLine("bm_conveyor_delay_s", p.bm_conveyor_delay_s, dt)
-        self.stages: tuple[DelayLine, ...] = (self.shredder, self.conveyor, self.dryer, self.bm_conveyor)
-        self.transport_delay_s = p.transport_delay_s
+        self.shredder_ring = ScalarDelay("shredder.residence_s", p.shredder.residence_s, dt)
+        self.conveyor = ScalarDelay("conveyor_delay_s", p.conveyor_delay_s, dt)
+        self.dryer = Dryer(p.dryer, dt, k, N_COMPONENTS)
+        self.bm_conveyor = LotDelay("separation.bm_conveyor_s", p.separation.bm_conveyor_s, dt, k)
+        # The same conveyor seen by component (for the black mass's true composition).
+        self.bm_comp_conveyor = LotDelay(
+            "separation.bm_conveyor_s", p.separation.bm_conveyor_s, dt, N_COMPONENTS
+        )
+        self._bm_components = np.zeros(N_COMPONENTS, dtype=np.float64)
+        self.separation = Separation(p.separation, dt)
+        self.filler = BagFiller(k, max(1, round(p.separation.bag_change_s / dt)))
+        self.book.on_grow += [self.dryer.grow, self.bm_conveyor.grow, self.filler.grow]
 
-        # Evaporation points along the dryer (ages in steps) and the fraction of the remaining
-        # electrolyte each takes, so that exactly `evaporated_fraction` has gone at the exit.
-        n_dry, k = self.dryer.n, p.evaporation_zones
-        self._evap_ages: tuple[int, ...] = tuple(round(i * n_dry / k) for i in range(1, k + 1))
-        self._evap_frac = 1.0 - (1.0 - p.evaporated_fraction) ** (1.0 / k)
+        self.drive = ShredderDrive(p.shredder, dt, stream(_STREAM_JAM))
+        self.inerting = Inerting(p.inerting, dt, Normals(stream(_STREAM_O2)))
+        self.offgas = Offgas(p.offgas, dt, Normals(stream(_STREAM_GAS)), Normals(stream(_STREAM_THERMAL)))
+        self.interlock = Interlocks(p.interlocks, dt)
+        self.energy = EnergyMeters()
 
-        # Dynamic state (true values).
-        self._feeder_tph = p.feed_rate_sp_tph  # the line starts with the feeder at setpoint
-        self._surge = 0.0
-        self._o2_dev = 0.0
-        self._gas_dev = 0.0
-        self._hot_dev = 0.0
-        self._jacket_c = p.jacket_temp_sp_c
-        self._press_mbar = p.press_sp_mbar
+        # Cumulative true totals, kg (feed and each output stream).
+        self.feed_in_kg = 0.0
+        self._out = [0.0] * len(STREAMS)
         self.feed_rate_tph = 0.0
         self.bm_rate_tph = 0.0
+        self._dry_in_kgph = 0.0
+        self._a0 = self.dryer.a0
+        self._swing_amp_kg = 0.0
+        self._swing_period_s = 0.0
+        self._swing_t0_s = 0.0
+        self._flush: np.ndarray | None = None
+        self._heat_max = p.interlocks.dryer_heat_max_mbar
+        self._dry_holdup_cache = 0.0
+        self._sweep_steps = max(1, round(p.sweep_s / dt))
+        self._mix_by_name = {ft.name: ft for ft in p.feed_mix}
 
-        # Cumulative true totals, kg.
-        self.feed_in_kg = 0.0
-        self.feed_in_components_kg = [0.0, 0.0, 0.0]
-        self.bm_out_kg = 0.0
-        self.coarse_out_kg = 0.0
-        self.condensate_kg = 0.0  # all electrolyte condensed: tank content + pumped out
-        self.condensate_pumped_kg = 0.0
-        self.tank_kg = 0.0
-        self.pumpouts = 0
-        # Running hold-ups for the per-step signals; `holdup_kg()` sums the buffers exactly.
-        self._shr_mass = 0.0
-        self._shr_electrolyte = 0.0
-        self._dry_mass = 0.0
-
-        self.lots: list[Lot] = []
-        self._lot = self._new_lot()
-        self._lot_left_kg = self._lot.mass_kg
+        self.feeder = Feeder(
+            p.feed,
+            p.feed_mix,
+            dt,
+            initial_rate_tph=p.feed_rate_sp_tph,
+            surge_noise=Normals(stream(_STREAM_FEED)),
+            lot_rng=stream(_STREAM_LOTS),
+            item_rng=stream(_STREAM_ITEMS),
+            on_new_lot=self.book.add,
+            on_close_lot=self.book.close,
+        )
 
     # --- setpoints ---------------------------------------------------------------------------
     @property
@@ -455,7 +413,8 @@ class Plant:
         return dict(self._sp)
 
     def set_setpoint(self, name: str, value: float) -> None:
-        """Change a setpoint; raises KeyError for an unknown name, ValueError when out of range."""
+        """Change a setpoint; KeyError for an unknown name, ValueError when out of range. The
+        PLC accepts writes while the feed is tripped; they act once the trip resets."""
         self._check_setpoint(name, value)
         self._sp[name] = float(value)
 
@@ -467,23 +426,86 @@ class Plant:
         if not (math.isfinite(v) and spec.low <= v <= spec.high):
             raise ValueError(f"{name}: {value} {spec.unit} is outside [{spec.low}, {spec.high}]")
 
+    # --- events ------------------------------------------------------------------------------
+    def apply_event(self, kind: str, params: Mapping[str, float | str]) -> None:
+        """Apply a process event from the next step on; ValueError for an unknown kind or bad
+        parameters. Kinds and parameters: see `EVENTS` and the README."""
+        spec = EVENTS.get(kind)
+        if spec is None:
+            raise ValueError(f"unknown process event {kind!r}; known: {sorted(EVENTS)}")
+        extra = set(params) - set(spec)
+        missing = set(spec) - set(params)
+        if extra or missing:
+            raise ValueError(
+                f"{kind}: expected parameters {sorted(spec)}"
+                + (f"; unexpected {sorted(extra)}" if extra else "")
+                + (f"; missing {sorted(missing)}" if missing else "")
+            )
+        v: dict[str, float | str] = {}
+        for key, typ in spec.items():
+            raw = params[key]
+            if typ is float:
+                if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+                    raise ValueError(f"{kind}: {key} must be a finite number, got {raw!r}")
+                v[key] = float(raw)
+            else:
+                if not isinstance(raw, str):
+                    raise ValueError(f"{kind}: {key} must be a string, got {raw!r}")
+                v[key] = raw
+        dt = self.dt_s
+        if kind == "process.feed_rate":
+            self.set_setpoint("shr.feed_rate_sp", float(v["tph"]))
+        elif kind == "process.line_stop":
+            self.interlock.stop_line()
+        elif kind == "process.line_start":
+            self.interlock.start_line()
+        elif kind == "process.lot_change":
+            name = str(v["feed_type"])
+            if name == "mix":
+                self.feeder.change_lot_type(None)
+            elif name in self._mix_by_name:
+                self.feeder.change_lot_type(self._mix_by_name[name])
+            else:
+                raise ValueError(
+                    f"{kind}: unknown feed_type {name!r}; known: mix, {', '.join(self._mix_by_name)}"
+                )
+        elif kind == "process.o2_ingress":
+            peak, dur = float(v["peak_vol_pct"]), float(v["duration_s"])
+            if not (0.0 < peak <= 21.0 and dur > 0.0):
+                raise ValueError(f"{kind}: need 0 < peak_vol_pct <= 21 and duration_s > 0")
+            self.inerting.ingress_peak = peak
+            self.inerting.ingress_left = max(1, round(dur / dt))
+        elif kind == "process.o2_analyser_offset":
+            which, off = str(v["analyser"]), float(v["offset_vol_pct"])
+            if which not in ("a", "b") or abs(off) > 21.0:
+                raise ValueError(f"{kind}: analyser must be 'a' or 'b' and |offset_vol_pct| <= 21")
+            setattr(self.inerting, f"offset_{which}", off)
+        elif kind == "process.dryer_holdup_swing":
+            amp, period_h = float(v["amplitude_kg"]), float(v["period_h"])
+            limit = 0.8 * self.params.dryer.nominal_holdup_kg
+            if not (0.0 <= amp <= limit and period_h > 0.0):
+                raise ValueError(f"{kind}: need 0 <= amplitude_kg <= {limit:g} and period_h > 0")
+            self._swing_amp_kg = amp
+            self._swing_period_s = period_h * 3600.0
+            self._swing_t0_s = self.t_s
+        elif kind == "process.jam":
+            self.drive.jam()
+        elif kind == "process.hotspot":
+            peak, dur = float(v["peak_c"]), float(v["duration_s"])
+            if not (0.0 < peak <= 1000.0 and dur > 0.0):
+                raise ValueError(f"{kind}: need 0 < peak_c <= 1000 and duration_s > 0")
+            self.offgas.event_peak_c = peak
+            self.offgas.event_left = max(1, round(dur / dt))
+
     # --- lots --------------------------------------------------------------------------------
     @property
     def lot(self) -> Lot:
-        """The lot currently on the feed belt."""
-        return self._lot
+        """The lot being fed now (or next, if the feed is stopped)."""
+        return self.feeder.lot
 
-    def _new_lot(self) -> Lot:
-        p, rng = self.params, self._lot_rng
-        weights = np.array([ft.weight for ft in p.feed_mix], dtype=np.float64)
-        ft = p.feed_mix[int(rng.choice(len(weights), p=weights / weights.sum()))]
-        mass_kg = 1000.0 * float(rng.uniform(*p.lot_mass_t))
-        bm = float(rng.uniform(*ft.bm_fraction))
-        el = float(rng.uniform(*ft.electrolyte_fraction))
-        index = len(self.lots)
-        lot = Lot(index, f"L{index + 1:05d}", ft.name, mass_kg, bm, el)
-        self.lots.append(lot)
-        return lot
+    @property
+    def lots(self) -> list[Lot]:
+        return list(self.book.lots)
 
     # --- dynamics ----------------------------------------------------------------------------
     @property
@@ -494,92 +516,145 @@ class Plant:
     def step(self) -> None:
         """Advance the plant by one dt."""
         dt = self.dt_s
+        t_end = (self.steps + 1) * dt
+        book, out = self.book, self._out
+        sp = self._sp
+        il = self.interlock
+        drive = self.drive
 
-        # Feed: feeder lag toward the setpoint, AR(1) surging on top, clipped at zero.
-        sp = self._sp["shr.feed_rate_sp"]
-        self._feeder_tph += (sp - self._feeder_tph) * self._a_feeder
-        phi, c = self._ar_surge
-        self._surge = phi * self._surge + c * self._feed_noise.next()
-        rate = self._feeder_tph * (1.0 + self._surge)
-        if rate < 0.0:
-            rate = 0.0
-        m = rate * dt / 3.6  # t/h -> kg per step
-        self.feed_rate_tph = rate
+        # Feed: only while the interlocks allow it and the shredder turns forward.
+        shredding = drive.running
+        feeder = self.feeder
+        lot = feeder.lot
+        m = feeder.step(il.feed_enabled and shredding, sp["shr.feed_rate_sp"])
+        lot = feeder.lot
+        slot = book.slot_of[lot.index]
+        self.feed_rate_tph = feeder.belt_tph
+        el_in = 0.0
+        if m > 0.0:
+            i = lot.index
+            self.feed_in_kg += m
+            book.fed[i] += m
+            if book.t_first_in[i] is None:
+                book.t_first_in[i] = t_end
+            book.t_last_in[i] = t_end
+            flash = m * book.flash_frac[slot]
+            if flash > 0.0:
+                out[S_VENT] += flash
+                book.out[slot, S_VENT] += flash
+                book.last_out[slot] = t_end
+            m_post = m - flash
+            el_in = m * lot.electrolyte_fraction
+        else:
+            m_post = 0.0
 
-        # Split the step's mass over lots; the coarse share is the remainder so the three
-        # components add up to exactly what was fed.
-        f_bm = f_el = f_co = 0.0
-        lot = self._lot
-        lot_tag, lot_tag_kg = lot.index, 0.0
-        left = m
-        while left > 0.0:
-            take = left if left <= self._lot_left_kg else self._lot_left_kg
-            b = take * lot.bm_fraction
-            e = take * lot.electrolyte_fraction
-            f_bm += b
-            f_el += e
-            f_co += take - b - e
-            if take > lot_tag_kg:
-                lot_tag, lot_tag_kg = lot.index, take
-            left -= take
-            self._lot_left_kg -= take
-            if self._lot_left_kg <= 0.0:
-                lot = self._lot = self._new_lot()
-                self._lot_left_kg = lot.mass_kg
-        fed = f_bm + f_el + f_co
-        self.feed_in_kg += fed
-        fc = self.feed_in_components_kg
-        fc[0] += f_bm
-        fc[1] += f_el
-        fc[2] += f_co
+        # Shredder chamber (frozen while jammed) -> conveyor.
+        if shredding:
+            m1, s1 = self.shredder_ring.push(m_post, slot)
+        else:
+            m1, s1 = 0.0, 0
+        drive.step(m, lot.feed_type.specific_energy_kwh_per_t)
+        m2, s2 = self.conveyor.push(m1, s1)
 
-        # Shredder -> conveyor -> dryer.
-        s0, s1, s2, slot = self.shredder.push(f_bm, f_el, f_co, lot_tag)
-        self._shr_mass += fed - (s0 + s1 + s2)
-        self._shr_electrolyte += f_el - s1
-        c0, c1, c2, clot = self.conveyor.push(s0, s1, s2, slot)
-        d0, d1, d2, dlot = self.dryer.push(c0, c1, c2, clot)
+        # Dryer: controls, transport + evaporation, then this step's inflow.
+        dryer = self.dryer
+        dryer.step_controls(
+            sp["dry.jacket_temp_sp"], sp["dry.press_sp"], sp["dry.agitator_speed_sp"], self._heat_max
+        )
+        a = self._a0
+        if self._swing_amp_kg > 0.0:
+            phase = 2.0 * math.pi * (t_end - self._swing_t0_s) / self._swing_period_s
+            a /= max(0.2, 1.0 + self._swing_amp_kg / self.params.dryer.nominal_holdup_kg * math.sin(phase))
+            if a > 1.0:
+                a = 1.0
+        discharge, ev_slot = dryer.step_material(a, self._flush)
+        self._flush = None
+        if m2 > 0.0:
+            dryer.D[0, s2] += m2 * book.split_post[s2]
+        self._dry_in_kgph = m2 * 3600.0 / dt
+        vapour = float(ev_slot.sum())
+        cond, vent = dryer.condense(vapour)
+        out[S_COND] += cond
+        out[S_VENT] += vent
+        book.acc_ev += ev_slot
+        book.acc_ev_slip += ev_slot * dryer.slip
 
-        # Evaporation inside the dryer at fixed residence ages.
-        buf, frac, evap = self.dryer.buf, self._evap_frac, 0.0
-        head, n_dry = self.dryer.head, self.dryer.n
-        for age in self._evap_ages:
-            i = head - age
-            if i < 0:
-                i += n_dry
-            e = buf[i, 1]
-            if e > 0.0:
-                d = float(e) * frac
-                buf[i, 1] = e - d
-                evap += d
-        self._dry_mass += (c0 + c1 + c2) - (d0 + d1 + d2) - evap
-        self.condensate_kg += evap
-        self.tank_kg += evap
-        if self.tank_kg >= self.params.condensate_pumpout_kg:
-            # Pump-out empties the tank in one go (it takes minutes; the step is what matters).
-            self.condensate_pumped_kg += self.tank_kg
-            self.tank_kg = 0.0
-            self.pumpouts += 1
-
-        # Sieve: solids and the residual electrolyte's BM share to black mass, rest to coarse.
-        to_bm = d1 * self.params.residual_electrolyte_to_bm
-        self.coarse_out_kg += d2 + (d1 - to_bm)
-        b0, b1, b2, _ = self.bm_conveyor.push(d0, to_bm, 0.0, dlot)
-        bm = b0 + b1 + b2
-        self.bm_out_kg += bm
+        # Separation at the discharge: coarse products to their bins, BM onto its conveyor.
+        sep = self.separation
+        if sep.step_controls(sp["scr.vib_freq_sp"], sp["ac.air_vel_sp"]):
+            book.fold(sep.r_bins)
+            sep.update_routing()
+        book.acc_discharge += discharge
+        to_bins = (discharge.sum(axis=0) @ sep.r_bins).tolist()  # kg per bin this step
+        out[S_FE] += to_bins[0]
+        out[S_FE + 1] += to_bins[1]
+        out[S_FE + 2] += to_bins[2]
+        out[S_DUST] += to_bins[3]
+        sep.add_to_bins(to_bins)
+        disc_tot = discharge.sum(axis=0)
+        self._bm_components += self.bm_comp_conveyor.push(disc_tot * sep.r_bm)
+        bm_in = discharge @ sep.r_bm
+        bm_slot = self.bm_conveyor.push(bm_in)
+        bm = float(bm_slot.sum())
+        out[S_BM] += bm
+        book.acc_bm += bm_slot
         self.bm_rate_tph = bm * 3.6 / dt
+        self.filler.step(bm, bm_slot, sp["bag.target_mass_sp"], t_end, book.lot_ids)
+        book.last_out[(bm_in + bm_slot + ev_slot) > 0.0] = t_end
 
-        # Slow process variables.
-        self._jacket_c += (self._sp["dry.jacket_temp_sp"] - self._jacket_c) * self._a_jacket
-        self._press_mbar += (self._sp["dry.press_sp"] - self._press_mbar) * self._a_press
-        phi, c = self._ar_o2
-        self._o2_dev = phi * self._o2_dev + c * self._o2_noise.next()
-        phi, c = self._ar_gas
-        self._gas_dev = phi * self._gas_dev + c * self._gas_noise.next()
-        phi, c = self._ar_hot
-        self._hot_dev = phi * self._hot_dev + c * self._thermal_noise.next()
+        # Chamber atmosphere, off-gas, thermal camera, then the interlocks on the new state.
+        tph = drive.tph
+        inert = self.inerting
+        inert.step(feeder.cycled, il.purging, tph)
+        og = self.offgas
+        og.step(el_in, lot.soc, tph)
+        il.step(inert.o2_a, inert.o2_b, og.h2_ppm, og.hf_ppm, og.dtdt, inert.press_mbar, drive.fault)
 
+        if self.steps % 10 == 0:  # the agitator's power needs the hold-up: refreshed every 10 steps
+            self._dry_holdup_cache = dryer.holdup_kg()
+        hd = self._dry_holdup_cache
+        self.energy.add(
+            dt,
+            drive.power_kw,
+            dryer.heating_kw(self._dry_in_kgph) + dryer.agitator_kw(hd),
+            dryer.vac_pump_kw(),
+            sep.fans_kw(),
+        )
+
+        feeder.after_step()
         self.steps += 1
+        if self.steps % self._sweep_steps == 0:
+            self._sweep()
+
+    def _remaining_by_slot(self) -> np.ndarray:
+        n = self.book.n_slots
+        return (
+            self.shredder_ring.by_slot(n)
+            + self.conveyor.by_slot(n)
+            + self.dryer.D.sum(axis=(0, 2))
+            + self.bm_conveyor.by_slot()
+        )
+
+    def _sweep(self) -> None:
+        """Retire lots that have left the plant; flag closed lots down to their last
+        milligram in the dryer (and gone from upstream) to discharge it next step."""
+        book = self.book
+        book.fold(self.separation.r_bins)
+        n = book.n_slots
+        upstream = self.shredder_ring.by_slot(n) + self.conveyor.by_slot(n)
+        in_dryer = self.dryer.D.sum(axis=(0, 2))
+        rest = upstream + in_dryer + self.bm_conveyor.by_slot()
+        flush = np.zeros(n, dtype=bool)
+        for slot, i in enumerate(book.slot_lot):
+            if i < 0 or not book.closed[i]:
+                continue
+            if rest[slot] == 0.0:
+                self.filler.release_slot(slot, book.lot_ids[slot])
+                book.retire(slot)
+            elif upstream[slot] == 0.0 and 0.0 < in_dryer[slot] < self.params.lot_flush_kg:
+                flush[slot] = True
+        if flush.any():
+            self._flush = flush
 
     def advance(self, n_steps: int, observer: Callable[[Plant], None] | None = None) -> None:
         """Run `n_steps` steps, calling `observer(self)` after each (the truth recorder)."""
@@ -592,57 +667,158 @@ class Plant:
                 step()
                 observer(self)
 
-    # --- outputs -----------------------------------------------------------------------------
+    # --- truth -------------------------------------------------------------------------------
+    def totals_kg(self) -> dict[str, float]:
+        """Cumulative true masses, kg: feed (at the feed weigher) and every output stream."""
+        return {"feed": self.feed_in_kg, **dict(zip(STREAMS, self._out, strict=True))}
+
     def holdup_kg(self) -> float:
-        """Exact mass in transit in every stage (sums the buffers)."""
-        return sum(s.holdup_kg() for s in self.stages)
+        """All mass between the feed point and the output points (sums the stage arrays)."""
+        return (
+            self.shredder_ring.holdup_kg()
+            + self.conveyor.holdup_kg()
+            + self.dryer.holdup_kg()
+            + self.bm_conveyor.holdup_kg()
+        )
 
-    def balance_residual_kg(self) -> float:
-        """feed_in - (bm + coarse + condensate + holdup): zero up to rounding."""
-        return self.feed_in_kg - (self.bm_out_kg + self.coarse_out_kg + self.condensate_kg + self.holdup_kg())
-
-    def signals(self) -> dict[str, float]:
-        """True value of every signal, keyed by the tag names of config/line1.toml."""
-        p = self.params
-        shr_tph = self._shr_mass * 3.6 / p.shredder_delay_s  # mean throughput in the chamber
-        el_kgph = max(self._shr_electrolyte, 0.0) * 3600.0 / p.shredder_delay_s
-        power = p.shredder_idle_kw + p.shredder_specific_energy_kwh_per_t * shr_tph
-        current = power * 1000.0 / (math.sqrt(3.0) * p.motor_voltage_v * p.motor_power_factor)
-        lo, hi = p.o2_band_vol_pct
-        o2 = min(max(p.o2_mean_vol_pct + self._o2_dev, lo), hi)
-        gas = max(1.0 + self._gas_dev, 0.0)
+    def holdup_by_stage_kg(self) -> dict[str, float]:
         return {
-            "bw_feed.total": self.feed_in_kg / 1000.0,
-            "bw_feed.rate": self.feed_rate_tph,
-            "shr.power": power,
-            "shr.current": current,
-            "shr.o2_a": o2,
-            "shr.o2_b": o2,
-            "dry.jacket_temp": self._jacket_c,
-            "dry.press_abs": self._press_mbar,
-            "dry.mass": max(self._dry_mass, 0.0),
-            "cond.tank_mass": self.tank_kg,
-            "bm.rate": self.bm_rate_tph,
-            "bm.total": self.bm_out_kg / 1000.0,
-            "gas.h2": (p.h2_base_ppm + p.h2_ppm_per_kgph_electrolyte * el_kgph) * gas,
-            "gas.voc": (p.voc_base_ppm + p.voc_ppm_per_kgph_electrolyte * el_kgph) * gas,
-            "therm.hotspot_max": p.hotspot_ambient_c + p.hotspot_c_per_tph * shr_tph + self._hot_dev,
+            "shredder": self.shredder_ring.holdup_kg(),
+            "conveyor": self.conveyor.holdup_kg(),
+            "dryer": self.dryer.holdup_kg(),
+            "bm_conveyor": self.bm_conveyor.holdup_kg(),
         }
 
+    def balance_residual_kg(self) -> float:
+        """feed - sum(outputs) - holdup: zero up to rounding."""
+        return self.feed_in_kg - sum(self._out) - self.holdup_kg()
 
-def _ar1(dt_s: float, tau_s: float, sigma: float) -> tuple[float, float]:
-    """(phi, c) of x' = phi x + c z with stationary standard deviation `sigma`."""
-    phi = math.exp(-dt_s / tau_s)
-    return phi, sigma * math.sqrt(1.0 - phi * phi)
+    def lot_ledger(self) -> list[LotRecord]:
+        """Every lot drawn so far, in order (the last one may not have been fed yet)."""
+        self.book.fold(self.separation.r_bins)
+        rem = self._remaining_by_slot()
+        return [self.book.record(i, rem) for i in range(len(self.book.lots))]
+
+    def black_mass_composition_kg(self) -> dict[str, float]:
+        """Cumulative true black mass at the BM weigher by component (wet basis: `solvent`
+        and `ec` are its residual electrolyte, the volatile content a moisture/LOD test sees)."""
+        return dict(zip(COMPONENTS, self._bm_components.tolist(), strict=True))
+
+    def bags(self) -> list[BagRecord]:
+        """Completed big bags, with the lots each holds."""
+        return list(self.filler.records)
+
+    def interlocks(self) -> dict[str, float]:
+        il = self.interlock
+        return {
+            "il.feed_permissive": float(il.permissive),
+            "il.feed_trip": float(il.tripped),
+            "il.trip_reason": float(il.reason),
+            "il.purge_done": float(il.purge_done),
+            "il.dryer_heat_permissive": float(self.dryer.heat_permissive),
+        }
+
+    # Legacy names used by simulators.truth (feed = bm + coarse + condensate + holdup holds
+    # with coarse = every other output, vent included).
+    @property
+    def bm_out_kg(self) -> float:
+        return self._out[S_BM]
+
+    @property
+    def condensate_kg(self) -> float:
+        return self._out[S_COND]
+
+    @property
+    def coarse_out_kg(self) -> float:
+        o = self._out
+        return o[S_FE] + o[S_FE + 1] + o[S_FE + 2] + o[S_DUST] + o[S_VENT]
+
+    def signals(self) -> dict[str, float]:
+        """True value of every signal in SIGNALS, in SIGNALS' units."""
+        feeder, drive, inert, og, dryer, sep = (
+            self.feeder,
+            self.drive,
+            self.inerting,
+            self.offgas,
+            self.dryer,
+            self.separation,
+        )
+        holdup = dryer.holdup_kg()
+        lot = feeder.lot
+        started = self.interlock.line_started
+        bins = sep.bins
+        e = self.energy
+        return {
+            "feed.item_mass": feeder.item_mass_kg,
+            "feed.lot_id": float(lot.index + 1),
+            "feed.type": float(lot.feed_type.code),
+            "bw_feed.rate": self.feed_rate_tph,
+            "bw_feed.total": self.feed_in_kg / 1000.0,
+            "bw_feed.speed": self.params.feed.belt_speed_m_s if started else 0.0,
+            "shr.power": drive.power_kw,
+            "shr.current": drive.current_a,
+            "shr.torque_pct": drive.torque_pct,
+            "shr.speed": drive.speed_rpm,
+            "shr.reverse_count": float(drive.reverse_count),
+            "shr.run": 0.0 if drive.fault else 1.0,
+            "shr.fault": 1.0 if drive.fault else 0.0,
+            "shr.o2_a": inert.o2_a,
+            "shr.o2_b": inert.o2_b,
+            "n2.flow": inert.n2_flow,
+            "n2.total": inert.n2_total_nm3,
+            "shr.press": inert.press_mbar,
+            "shr.gas_temp": inert.gas_temp_c,
+            "gas.h2": og.h2_ppm,
+            "gas.co": og.co_ppm,
+            "gas.hf": og.hf_ppm,
+            "gas.voc": og.voc_ppm,
+            "shr.outlet_temp_ir": og.outlet_c,
+            "therm.hotspot_max": og.hotspot_c,
+            "therm.dTdt": og.dtdt,
+            "dry.jacket_temp": dryer.jacket_c,
+            "dry.product_temp": dryer.product_c,
+            "dry.press_abs": dryer.press_mbar,
+            "dry.vac_pump_power": dryer.vac_pump_kw(),
+            "dry.agitator_speed": dryer.agitator_rpm,
+            "dry.agitator_torque": dryer.torque_pct(holdup),
+            "dry.mass": holdup,
+            "cond.temp": dryer.cond_c,
+            "cond.tank_mass": dryer.tank_kg,
+            "scr.vib_freq": sep.vib_hz,
+            "scr.amplitude": sep.amplitude_mm,
+            "ac.air_vel": sep.air_m_s,
+            "ecs.rotor_speed": sep.p.ecs_rotor_rpm,
+            "mill.speed": sep.p.mill_speed_rpm,
+            "bin_fe.mass": bins[0],
+            "bin_alcu.mass": bins[1],
+            "bin_pl.mass": bins[2],
+            "dust.mass": bins[3],
+            "bm.rate": self.bm_rate_tph,
+            "bm.total": self._out[S_BM] / 1000.0,
+            "bag.net_mass": self.filler.net_kg,
+            "bag.id": float(self.filler.bag_id),
+            "bag.complete": 1.0 if self.filler.complete_left > 0 else 0.0,
+            "energy.shr": e.shr_kwh,
+            "energy.dry": e.dry_kwh,
+            "energy.vac": e.vac_kwh,
+            "energy.fans": e.fans_kwh,
+            **self.interlocks(),
+        }
 
 
 __all__ = [
     "COMPONENTS",
     "DEFAULT_FEED_MIX",
+    "EVENTS",
+    "PLANT_DOMAIN",
+    "SENSOR_DOMAIN",
     "SIGNALS",
-    "DelayLine",
+    "STREAMS",
+    "TRIP_REASONS",
+    "BagRecord",
     "FeedType",
     "Lot",
+    "LotRecord",
     "Plant",
     "PlantParams",
     "SetpointSpec",

@@ -1,4 +1,6 @@
-"""The plant model, its sensor layer and its truth record (no network)."""
+"""The plant model as a whole, its sensor layer and its truth record (no network).
+
+The process sub-models have their own tests in tests/unit/test_process_*.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from gateway.config import LineConfig, parse_config
-from simulators.plant import SIGNALS, DelayLine, Plant, PlantParams
+from simulators.plant import SIGNALS, STREAMS, Plant, PlantParams
 from simulators.runner import DEFAULT_START, bind_tags, unit_factor
 from simulators.sensors import SensorLayer
 from simulators.truth import TruthRecorder, read_truth, truth_yield_at
@@ -27,18 +29,44 @@ def run_with_truth(path: Path, seed: int, hours: float, **kw: float) -> Plant:
     return plant
 
 
+LEGACY_SIGNALS = {
+    "bw_feed.total": "t",
+    "bw_feed.rate": "t/h",
+    "shr.power": "kW",
+    "shr.current": "A",
+    "shr.o2_a": "vol%",
+    "shr.o2_b": "vol%",
+    "dry.jacket_temp": "°C",
+    "dry.press_abs": "mbar",
+    "dry.mass": "kg",
+    "cond.tank_mass": "kg",
+    "bm.rate": "t/h",
+    "bm.total": "t",
+    "gas.h2": "ppm",
+    "gas.voc": "ppm",
+    "therm.hotspot_max": "°C",
+}
+
+
 def test_default_line_matches_the_brief() -> None:
     p = PlantParams()
     assert p.transport_delay_s == 30 + 60 + 5400 + 60
-    assert Plant(seed=0).transport_delay_s == 5550
-    assert 0.43 <= p.expected_mean_yield() <= 0.47
-    assert set(Plant(seed=0).signals()) == set(SIGNALS)
+    plant = Plant(seed=0)
+    assert plant.transport_delay_s == 5550
+    assert set(plant.signals()) == set(SIGNALS)
+    # The config's tags keep their names and units.
+    for name, unit in LEGACY_SIGNALS.items():
+        assert SIGNALS[name].unit == unit, name
+    for info in SIGNALS.values():
+        assert info.kind in ("analog", "total", "counter", "state", "id")
+        assert info.rate_s is None or info.rate_s in (1.0, 2.0, 5.0, 10.0)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in plant.signals().values())
 
 
-def test_delay_line_is_a_pure_delay() -> None:
-    line = DelayLine("x", 5.0, 1.0)
-    outs = [line.push(1.0 if k == 0 else 0.0, 0.0, 0.0, k)[0] for k in range(8)]
-    assert outs == [0, 0, 0, 0, 0, 1.0, 0, 0]
+def test_a_changed_step_keeps_the_delays_whole() -> None:
+    assert Plant(PlantParams(dt_s=5.0), seed=0).transport_delay_s == 5550
+    with pytest.raises(ValueError, match="whole number"):
+        PlantParams(dt_s=7.0)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -48,12 +76,12 @@ def test_mass_is_conserved_at_every_recorded_step(tmp_path: Path, seed: int) -> 
     assert header["transport_delay_s"] == 5550
     assert len(rows) == 6 * 60 + 1
     for r in rows:
-        out = r["black_mass_total_t"] + r["coarse_total_t"] + r["condensate_total_t"] + r["holdup_t"]
+        out = sum(r[f"{s}_total_t"] for s in STREAMS) + r["holdup_t"]
         assert abs(r["feed_total_t"] - out) <= 1e-9 * max(r["feed_total_t"], 1e-300), r
     last = rows[-1]
     # Everything reached every outlet: BM after the full delay, condensate from the dryer.
-    for stream in ("black_mass_total_t", "coarse_total_t", "condensate_total_t"):
-        assert last[stream] > 0, stream
+    for stream in STREAMS:
+        assert last[f"{stream}_total_t"] > 0, stream
 
 
 def test_mass_is_conserved_at_every_step() -> None:
@@ -66,12 +94,14 @@ def test_mass_is_conserved_at_every_step() -> None:
 def test_condensate_tank_is_pumped_out() -> None:
     plant = Plant(seed=5)
     plant.advance(24 * HOUR)
-    assert plant.pumpouts >= 1
-    assert 0 <= plant.tank_kg < plant.params.condensate_pumpout_kg
-    assert plant.condensate_kg == pytest.approx(plant.condensate_pumped_kg + plant.tank_kg, rel=1e-12)
-    # About 85 % of the electrolyte fed (less what is still in the line) ends up as condensate.
-    electrolyte_fed = plant.feed_in_components_kg[1]
-    assert 0.75 * electrolyte_fed < plant.condensate_kg < 0.85 * electrolyte_fed
+    dryer = plant.dryer
+    assert dryer.pumpouts >= 1
+    assert 0 <= dryer.tank_kg < plant.params.dryer.tank_pumpout_kg
+    assert plant.condensate_kg == pytest.approx(dryer.pumped_kg + dryer.tank_kg, rel=1e-12)
+    # Most of the volatile electrolyte fed (less what is still in the line) is condensed; EC stays.
+    fed = plant.lot_ledger()
+    electrolyte = sum(r.fed_kg * (r.split["solvent"] + r.split["ec"]) for r in fed)
+    assert 0.7 * electrolyte < plant.condensate_kg < 0.9 * electrolyte
 
 
 def test_same_seed_same_truth_bytes_other_seed_differs(tmp_path: Path) -> None:
@@ -85,7 +115,7 @@ def test_same_seed_same_truth_bytes_other_seed_differs(tmp_path: Path) -> None:
 def test_feed_rate_setpoint_changes_throughput() -> None:
     plant = Plant(seed=9)
     plant.set_setpoint("shr.feed_rate_sp", 1.0)
-    plant.advance(600)  # let the feeder settle on the new setpoint
+    plant.advance(600)  # let the feeder settle on the new setpoint (module batches: coarse)
 
     def mean_rate_over_an_hour() -> float:
         rates = []
@@ -98,8 +128,8 @@ def test_feed_rate_setpoint_changes_throughput() -> None:
     plant.set_setpoint("shr.feed_rate_sp", 2.0)
     plant.advance(600)
     high = mean_rate_over_an_hour()
-    assert low == pytest.approx(1.0, rel=0.1)
-    assert high == pytest.approx(2.0, rel=0.1)
+    assert low == pytest.approx(1.0, rel=0.12)
+    assert high == pytest.approx(2.0, rel=0.12)
     assert plant.setpoints()["shr.feed_rate_sp"] == 2.0
 
 
@@ -113,6 +143,14 @@ def test_feed_rate_setpoint_changes_throughput() -> None:
         ("dry.jacket_temp_sp", 100.5),
         ("dry.press_sp", 19.0),
         ("dry.press_sp", 301.0),
+        ("dry.agitator_speed_sp", 4.9),
+        ("dry.agitator_speed_sp", 40.1),
+        ("scr.vib_freq_sp", 14.0),
+        ("scr.vib_freq_sp", 51.0),
+        ("ac.air_vel_sp", 1.9),
+        ("ac.air_vel_sp", math.inf),
+        ("bag.target_mass_sp", 499.0),
+        ("bag.target_mass_sp", 1001.0),
     ],
 )
 def test_out_of_range_setpoint_is_refused(name: str, value: float) -> None:
@@ -198,8 +236,9 @@ def test_model_runs_far_faster_than_real_time() -> None:
     plant.advance(steps)
     elapsed = time.perf_counter() - t
     speed = steps * plant.dt_s / elapsed
-    print(f"bare plant model: {speed:,.0f} plant s per wall s")
-    assert speed >= 1000
+    print(f"bare plant model: {speed:,.0f} plant s per wall s ({1e6 / speed:.0f} µs per 1 s step)")
+    # The brief asks for a day in <= 15 s (5,760x); leave room for a loaded test machine.
+    assert speed >= 3000
 
 
 def _config_with(
@@ -222,13 +261,13 @@ def test_config_tags_bind_to_plant_signals_with_unit_conversion() -> None:
 
 def test_a_tag_the_plant_does_not_know_is_an_error() -> None:
     extra: dict[str, object] = {
-        "name": "shr.torque_pct",
+        "name": "vib.shredder_rms",
         "driver": "plc",
-        "node_id": "ns=2;s=shr.torque_pct",
-        "unit": "%",
-        "range": [0, 150],
+        "node_id": "ns=2;s=vib.shredder_rms",
+        "unit": "mm/s",
+        "range": [0, 50],
     }
-    with pytest.raises(ValueError, match=r"shr\.torque_pct: the simulator has no such signal"):
+    with pytest.raises(ValueError, match=r"vib\.shredder_rms: the simulator has no such signal"):
         bind_tags(_config_with({}, extra))
     with pytest.raises(ValueError, match=r"dry\.mass: cannot convert 'kg' to 'mbar'"):
         bind_tags(_config_with({"dry.mass": {"unit": "mbar"}}))
