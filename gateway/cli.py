@@ -46,7 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--seed", type=int, default=1, help="random seed (same seed, same plant; default 1)")
     sim.add_argument("--speed", type=float, default=60.0, help="plant seconds per wall second (default 60)")
-    sim.add_argument("--hours", type=float, default=None, help="stop after this much plant time")
+    sim.add_argument(
+        "--hours",
+        type=float,
+        default=None,
+        help="stop after this much plant time (default: the scenario's, else never)",
+    )
+    sim.add_argument(
+        "--scenario",
+        default=None,
+        help="scenario id (S0-S12, C1-C3: see `linegate scenarios`) or a scenario TOML file",
+    )
     sim.add_argument("--truth", type=Path, default=None, help="write the ground-truth record (JSONL) here")
     sim.add_argument(
         "--start",
@@ -62,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=600.0, help="plant seconds per wall second (default 600)"
     )
     demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--scenario", default=None, help="simulator scenario (see `linegate scenarios`)")
+
+    sub.add_parser("scenarios", help="list the simulator's scenarios and their pass criteria")
 
     check = sub.add_parser("check-config", help="validate a line config and exit (0 valid, 2 invalid)")
     check.add_argument("file", type=Path)
@@ -106,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("certs", "browse"):
         return _opcua_tool(args)
+    if args.command == "scenarios":
+        from gateway import composition
+
+        return composition.scenarios(sys.stdout)
     config = _load(args.config if args.command != "check-config" else args.file)
     if isinstance(config, int):
         return config
@@ -125,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             asyncio.run(composition.serve(config))
         elif args.command == "simulate":
-            asyncio.run(
+            return asyncio.run(
                 composition.simulate(
                     config,
                     seed=args.seed,
@@ -133,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     hours=args.hours,
                     truth=args.truth,
                     start=args.start,
+                    scenario=args.scenario,
                 )
             )
         elif args.command == "demo":
@@ -143,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     speed=args.speed,
                     seed=args.seed,
                     out=sys.stdout,
+                    scenario=args.scenario,
                 )
             )
     except KeyboardInterrupt:

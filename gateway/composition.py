@@ -33,6 +33,7 @@ from gateway.terminal_view import TerminalView
 from simulators.local_config import localize_config_text
 from simulators.local_services import LocalStack, free_port
 from simulators.runner import run_simulator
+from simulators.scenario import ScenarioError, available, load_scenario
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,47 @@ async def serve(config: LineConfig) -> None:
 
 
 async def simulate(
-    config: LineConfig, *, seed: int, speed: float, hours: float | None, truth: Path | None, start: datetime
-) -> None:
-    stop = asyncio.Event()
-    _install_stop_signals(stop.set)
-    await run_simulator(config, seed=seed, speed=speed, hours=hours, truth_path=truth, start=start, stop=stop)
+    config: LineConfig,
+    *,
+    seed: int,
+    speed: float,
+    hours: float | None,
+    truth: Path | None,
+    start: datetime,
+    scenario: str | None = None,
+) -> int:
+    """`linegate simulate`: 0 when the run ends (hours reached or stopped), 2 on a bad scenario."""
+    try:
+        chosen = load_scenario(scenario) if scenario is not None else None
+        if hours is None and chosen is not None:
+            hours = chosen.hours
+        stop = asyncio.Event()
+        _install_stop_signals(stop.set)
+        await run_simulator(
+            config,
+            seed=seed,
+            speed=speed,
+            hours=hours,
+            truth_path=truth,
+            start=start,
+            stop=stop,
+            scenario=chosen,
+        )
+    except ScenarioError as exc:
+        print(f"linegate simulate: invalid scenario {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def scenarios(out: TextIO) -> int:
+    """`linegate scenarios`: the scenario files shipped with the simulator."""
+    for s in available():
+        print(f"{s.id:4} {s.hours:5g} h  {s.title}", file=out)
+        if s.criterion:
+            print(f"{'':13}pass: {s.criterion}", file=out)
+    return 0
 
 
 async def _watch_child(proc: asyncio.subprocess.Process, runtime: Runtime) -> None:
@@ -99,7 +136,15 @@ async def _watch_child(proc: asyncio.subprocess.Process, runtime: Runtime) -> No
     runtime.stop()
 
 
-async def demo(config_text: str, *, minutes: float | None, speed: float, seed: int, out: TextIO) -> None:
+async def demo(
+    config_text: str,
+    *,
+    minutes: float | None,
+    speed: float,
+    seed: int,
+    out: TextIO,
+    scenario: str | None = None,
+) -> None:
     """Local services + simulator (child process) + gateway with a live view, until stopped."""
     workdir = Path(tempfile.mkdtemp(prefix="linegate-demo-"))
     # The live view owns the terminal: the gateway's log goes to a file beside the others.
@@ -127,6 +172,8 @@ async def demo(config_text: str, *, minutes: float | None, speed: float, seed: i
         start = datetime.now(UTC).replace(microsecond=0)
         cmd = [sys.executable, "-m", "gateway.cli", "simulate", "--config", str(local), "--speed", str(speed)]
         cmd += ["--seed", str(seed), "--truth", str(truth), "--start", start.isoformat()]
+        if scenario is not None:
+            cmd += ["--scenario", scenario]
         sim_log = await asyncio.to_thread((workdir / "simulator.log").open, "wb")
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=sim_log, stderr=asyncio.subprocess.STDOUT)
         sim_log.close()  # the child holds its own descriptor

@@ -61,9 +61,9 @@ class _DriverPublisher:
         self.backoff_max_s = backoff_max_s
         self.stats = DriverStats()
 
-    def enqueue(self, values: Mapping[str, float], ts: float) -> None:
+    def enqueue(self, values: Mapping[str, tuple[float, float]]) -> None:
         batch = [
-            (topic, json.dumps({"value": float(values[name]), "ts": ts}).encode())
+            (topic, json.dumps({"value": float(values[name][0]), "ts": values[name][1]}).encode())
             for name, topic in self.topics.items()
             if name in values
         ]
@@ -179,8 +179,12 @@ class SimMqttPublisher:
 
     def publish(self, values: Mapping[str, float], ts: float) -> None:
         """Queue the MQTT tags found in `values` (config units) with plant time `ts` (epoch s)."""
+        self.publish_timed({name: (v, ts) for name, v in values.items()})
+
+    def publish_timed(self, values: Mapping[str, tuple[float, float]]) -> None:
+        """Queue the MQTT tags found in `values`, each (value, source time in epoch s)."""
         for d in self._drivers:
-            d.enqueue(values, ts)
+            d.enqueue(values)
 
     async def run(self) -> None:
         """Publish until cancelled."""

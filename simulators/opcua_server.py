@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Collection, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Server, ua
@@ -304,6 +304,25 @@ class SimOpcUaServer:
             v = values.get(name)
             if v is not None:
                 await server.write_attribute_value(nodeid, self._datavalue(v, t))
+
+    async def publish_timed(self, values: Mapping[str, tuple[float, float]]) -> None:
+        """Like `publish`, each value with its own source time (epoch s): a skewed instrument clock."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("server not started")
+        newest: datetime | None = None
+        for name, nodeid in self._nodeids.items():
+            vt = values.get(name)
+            if vt is not None:
+                t = datetime.fromtimestamp(vt[1], UTC)
+                newest = t if newest is None or t > newest else newest
+                await server.write_attribute_value(nodeid, self._datavalue(vt[0], t))
+        if newest is not None:
+            self._last_time = newest
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
 
     async def stop(self) -> None:
         server, self._server = self._server, None

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from gateway.config import RATE_UNITS, TOTAL_UNITS, LineConfig, OpcUaDriver
 from simulators.mqtt_publisher import SimMqttPublisher
 from simulators.opcua_server import SimOpcUaServer
 from simulators.plant import SIGNALS, Plant, PlantParams
+from simulators.scenario import NOMINAL, Scenario, ScenarioError
 from simulators.sensors import SensorLayer
 from simulators.truth import TruthRecorder
 
@@ -75,13 +79,157 @@ def bind_tags(config: LineConfig) -> list[TagBinding]:
     return bindings
 
 
-def _tag_values(bindings: list[TagBinding], measured: Mapping[str, float]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _tag_values(
+    bindings: list[TagBinding], measured: Mapping[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
     for b in bindings:
-        v = measured.get(b.signal)
-        if v is not None:  # a sensor effect may drop a reading (dropout): then it is not published
-            out[b.tag] = v * b.factor
+        m = measured.get(b.signal)
+        if m is not None:  # a sensor effect may drop a reading (dropout): then it is not published
+            out[b.tag] = (m[0] * b.factor, m[1])
     return out
+
+
+class BrokerControl(Protocol):
+    """A broker the simulator may stop and start (comm.broker_stop): the demo's and tests' mosquitto."""
+
+    def stop(self, *, keep_workdir: bool = ...) -> None: ...
+    def start(self) -> object: ...
+
+
+def _event_step(at_h: float, dt_s: float) -> int:
+    return round(at_h * 3600.0 / dt_s)
+
+
+def check_scenario(
+    scenario: Scenario, plant_params: PlantParams | None, *, broker: BrokerControl | None
+) -> None:
+    """Apply every event to a scratch plant and sensor layer so a bad parameter fails before the run."""
+    problems: list[str] = []
+    scratch = Plant(plant_params, seed=0)
+    layer = SensorLayer.default(seed=0)
+    for i, e in enumerate(scenario.events):
+        try:
+            if e.target == "process":
+                scratch.apply_event(e.kind, e.params)
+            elif e.target == "sensor":
+                layer.apply_event(e.kind, e.params, e.at_h * 3600.0)
+            elif e.kind == "comm.broker_stop" and broker is None:
+                raise ValueError("needs a broker the simulator controls (linegate demo, the tests)")
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"events[{i}] ({e.kind} at {e.at_h} h): {exc}")
+    if problems:
+        raise ScenarioError(scenario.id, problems)
+
+
+def plant_params_for(scenario: Scenario | None, base: PlantParams | None = None) -> PlantParams | None:
+    """PlantParams with the scenario's [plant] overrides; a field PlantParams lacks is an error."""
+    if scenario is None or not scenario.plant:
+        return base
+    try:
+        return dataclasses.replace(base or PlantParams(), **scenario.plant)
+    except TypeError as exc:
+        raise ScenarioError(scenario.id, [f"plant: {exc}"]) from None
+
+
+class ScenarioClock:
+    """Steps the plant to a target step, stopping at each scenario event's exact step to apply it.
+
+    Process events go to the plant, sensor events to the sensor layer, both recorded in the
+    truth; comm events are handed to `on_comm` (the servers are not this class's business).
+    Because events are tied to plant steps, a run's truth is the same at any speed.
+    """
+
+    def __init__(
+        self,
+        plant: Plant,
+        sensors: SensorLayer,
+        scenario: Scenario | None,
+        *,
+        t0_epoch: float,
+        truth: TruthRecorder | None = None,
+        on_comm: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.plant = plant
+        self.sensors = sensors
+        self.scenario = scenario
+        self.truth = truth
+        self.t0_epoch = t0_epoch
+        self.on_comm = on_comm
+        events = scenario.events if scenario is not None else []
+        self.pending = deque((_event_step(e.at_h, plant.dt_s), e) for e in events)
+
+    def _apply_due(self) -> None:
+        plant = self.plant
+        while self.pending and self.pending[0][0] == plant.steps:
+            _, e = self.pending.popleft()
+            if self.truth is not None:
+                self.truth.event(plant, e.kind, e.params)
+            log.info("scenario: %s %s at plant %.2f h", e.kind, e.params, plant.t_s / 3600)
+            if e.target == "process":
+                plant.apply_event(e.kind, e.params)
+            elif e.target == "sensor":
+                self.sensors.apply_event(e.kind, e.params, self.t0_epoch + plant.t_s)
+            elif self.on_comm is not None:
+                self.on_comm(e.kind, float(e.params["duration_s"]))
+
+    def advance_to(self, target: int) -> None:
+        plant = self.plant
+        observer = self.truth.observe if self.truth is not None else None
+        self._apply_due()
+        while plant.steps < target:
+            stop_at = min(target, self.pending[0][0]) if self.pending else target
+            if stop_at > plant.steps:
+                plant.advance(stop_at - plant.steps, observer)
+            self._apply_due()
+
+
+def run_offline(
+    scenario: Scenario | None,
+    *,
+    seed: int,
+    hours: float | None = None,
+    truth_path: Path,
+    start: datetime = DEFAULT_START,
+    window_h: float = 4.0,
+    plant_params: PlantParams | None = None,
+    measure_every_s: float | None = None,
+) -> Plant:
+    """Run a scenario without servers, as fast as the model goes; writes the truth record.
+
+    With `measure_every_s` the sensor layer is also driven at that plant-time cadence (its
+    state evolves as it would when served), else only the plant and the truth run. Comm events
+    are recorded but have nothing to act on.
+    """
+    params = plant_params_for(scenario, plant_params)
+    if scenario is not None:
+        check_scenario(scenario, params, broker=_NO_BROKER)
+    plant = Plant(params, seed=seed)
+    sensors = SensorLayer.default(seed=seed)
+    hours = hours if hours is not None else (scenario.hours if scenario is not None else 24.0)
+    total = round(hours * 3600.0 / plant.dt_s)
+    with TruthRecorder(
+        truth_path, plant, start=start, window_h=window_h, scenario=_scenario_header(scenario, plant)
+    ) as truth:
+        clock = ScenarioClock(plant, sensors, scenario, t0_epoch=start.timestamp(), truth=truth)
+        every = total if measure_every_s is None else max(1, round(measure_every_s / plant.dt_s))
+        while plant.steps < total:
+            clock.advance_to(min(total, plant.steps + every))
+            if measure_every_s is not None:
+                sensors.measure_timed(plant.signals(), start.timestamp() + plant.t_s)
+        truth.close(plant)
+    return plant
+
+
+class _NoBroker:
+    """Stands in for a broker offline: there is nothing to stop."""
+
+    def stop(self, *, keep_workdir: bool = False) -> None: ...
+    def start(self) -> object:
+        return None
+
+
+_NO_BROKER = _NoBroker()
 
 
 async def run_simulator(
@@ -98,12 +246,16 @@ async def run_simulator(
     sensors: SensorLayer | None = None,
     truth_record_every_s: float = 60.0,
     ready: asyncio.Event | None = None,
+    scenario: Scenario | None = None,
+    broker: BrokerControl | None = None,
 ) -> None:
     """Simulate the line until `hours` of plant time have passed, `stop` is set, or cancelled.
 
     `speed` is plant seconds per wall second. `ready` (if given) is set once the servers are
     up and the first values are published. The OPC-UA setpoints are served by the first
-    OPC-UA driver of the config.
+    OPC-UA driver of the config. A `scenario`'s events are applied at their exact plant step,
+    whatever the speed, so the truth record does not depend on wall-clock timing; its comm
+    events stop a server or publisher for `duration_s` wall seconds.
     """
     if not (speed > 0 and math.isfinite(speed)):
         raise ValueError("speed must be a positive number")
@@ -115,6 +267,9 @@ async def run_simulator(
         raise ValueError("hours must be >= 0")
 
     bindings = bind_tags(config)
+    plant_params = plant_params_for(scenario, plant_params)
+    if scenario is not None:
+        check_scenario(scenario, plant_params, broker=broker)
     plant = Plant(plant_params, seed=seed)
     sensor_layer = sensors if sensors is not None else SensorLayer.default(seed=seed)
     t0_epoch = start.timestamp()
@@ -143,17 +298,55 @@ async def run_simulator(
         name: [b for b in bindings if config.tags[config.tag_index(b.tag)].driver == name]
         for name in config.drivers
     }
+    down: set[str] = set()  # "opcua", "mqtt", "broker" while a comm fault holds them down
+    comm_tasks: set[asyncio.Task[None]] = set()
 
     async def publish() -> None:
         t_epoch = t0_epoch + plant.t_s
-        measured = sensor_layer.measure(plant.signals(), t_epoch)
-        t_dt = start + timedelta(seconds=plant.t_s)
+        measured = sensor_layer.measure_timed(plant.signals(), t_epoch)
         for server in servers:
-            await server.publish(_tag_values(by_driver[server.driver_name], measured), t_dt)
-        mqtt.publish(_tag_values(bindings, measured), t_epoch)
+            if server.running:
+                await server.publish_timed(_tag_values(by_driver[server.driver_name], measured))
+        if "mqtt" not in down:
+            mqtt.publish_timed(_tag_values(bindings, measured))
 
     truth: TruthRecorder | None = None
     mqtt_task: asyncio.Task[None] | None = None
+
+    def start_mqtt() -> asyncio.Task[None]:
+        return asyncio.create_task(mqtt.run(), name="mqtt-sim")
+
+    async def comm_fault(kind: str, duration_s: float) -> None:
+        nonlocal mqtt_task
+        log.warning("scenario: %s for %g s (wall)", kind, duration_s)
+        if kind == "comm.opcua_stop":
+            down.add("opcua")
+            for server in servers:
+                await server.stop()
+            await asyncio.sleep(duration_s)
+            for server in servers:
+                await server.start()
+            down.discard("opcua")
+        elif kind == "comm.mqtt_stop":
+            down.add("mqtt")
+            if mqtt_task is not None:
+                mqtt_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await mqtt_task
+            await asyncio.sleep(duration_s)
+            mqtt_task = start_mqtt()
+            down.discard("mqtt")
+        elif kind == "comm.broker_stop" and broker is not None:
+            await asyncio.to_thread(broker.stop, keep_workdir=True)
+            await asyncio.sleep(duration_s)
+            await asyncio.to_thread(broker.start)
+        log.warning("scenario: %s over", kind)
+
+    def on_comm(kind: str, duration_s: float) -> None:
+        task = asyncio.create_task(comm_fault(kind, duration_s))
+        comm_tasks.add(task)
+        task.add_done_callback(comm_tasks.discard)
+
     try:
         if truth_path is not None:
             truth = TruthRecorder(
@@ -162,24 +355,27 @@ async def run_simulator(
                 start=start,
                 window_h=config.yield_.window_h,
                 record_every_s=truth_record_every_s,
+                scenario=_scenario_header(scenario, plant),
             )
+        clock = ScenarioClock(plant, sensor_layer, scenario, t0_epoch=t0_epoch, truth=truth, on_comm=on_comm)
         for server in servers:
             await server.start()
-        mqtt_task = asyncio.create_task(mqtt.run(), name="mqtt-sim")
+        mqtt_task = start_mqtt()
+        clock.advance_to(0)  # events at hour 0
         await publish()
         log.info(
-            "simulator running: OPC-UA %s, MQTT %s, speed %gx, seed %d, plant start %s, truth %s",
+            "simulator running: OPC-UA %s, MQTT %s, speed %gx, seed %d, plant start %s, scenario %s, truth %s",
             ", ".join(s.url for s in servers) or "-",
             ", ".join(mqtt.endpoints()) or "-",
             speed,
             seed,
             start.isoformat(),
+            scenario.id if scenario else "-",
             truth_path or "-",
         )
         if ready is not None:
             ready.set()
 
-        observer = truth.observe if truth is not None else None
         loop = asyncio.get_running_loop()
         wall0 = loop.time()
         behind_logged = False
@@ -192,7 +388,7 @@ async def run_simulator(
             if total_steps is not None:
                 due = min(due, total_steps)
             if due > plant.steps:
-                plant.advance(due - plant.steps, observer)
+                clock.advance_to(due)
                 await publish()
             delay = wall0 + tick / publish_hz - loop.time()
             if delay > 0:
@@ -213,6 +409,9 @@ async def run_simulator(
                 await asyncio.sleep(0)  # let the servers answer clients between ticks
         log.info("simulator stopped at plant time %s", (start + timedelta(seconds=plant.t_s)).isoformat())
     finally:
+        for task in list(comm_tasks):
+            task.cancel()
+        await asyncio.gather(*comm_tasks, return_exceptions=True)
         if mqtt_task is not None:
             mqtt_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -220,7 +419,29 @@ async def run_simulator(
         for server in servers:
             await server.stop()
         if truth is not None:
-            truth.close()
+            truth.close(plant)
 
 
-__all__ = ["DEFAULT_START", "TagBinding", "bind_tags", "run_simulator", "unit_factor"]
+def _scenario_header(scenario: Scenario | None, plant: Plant) -> dict[str, object]:
+    s = scenario or NOMINAL
+    factor = s.gateway.transport_delay_factor
+    return {
+        "id": s.id,
+        "title": s.title,
+        "criterion": s.criterion,
+        "events": len(s.events),
+        # What the gateway under test should be configured with (S8: a wrong delay on purpose).
+        "gateway_transport_delay_min": plant.transport_delay_s * factor / 60.0,
+    }
+
+
+__all__ = [
+    "DEFAULT_START",
+    "BrokerControl",
+    "TagBinding",
+    "bind_tags",
+    "check_scenario",
+    "plant_params_for",
+    "run_simulator",
+    "unit_factor",
+]

@@ -222,6 +222,8 @@ class TruthRecorder:
         for lot in ledger:
             if lot.complete and lot.index not in self._written_lots:
                 self._written_lots.add(lot.index)
+                if lot.fed_kg <= 0:
+                    continue  # closed before any of it was fed (a lot change at its start)
                 y = lot.out_kg.get("black_mass", 0.0) / lot.fed_kg if lot.fed_kg > 0 else None
                 if y is not None:
                     self._lot_yield[lot.index] = y

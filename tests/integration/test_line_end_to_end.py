@@ -94,7 +94,7 @@ class TopicRecorder:
 
     host: str
     port: int
-    messages: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
+    messages: list[tuple[str, dict[str, Any] | None, bool]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="e2e-recorder")
@@ -104,10 +104,11 @@ class TopicRecorder:
         self.client.loop_start()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self.messages.append((msg.topic, json.loads(msg.payload), bool(msg.retain)))
+        # An empty retained payload deletes a topic (a cleared alarm): kept as None.
+        self.messages.append((msg.topic, json.loads(msg.payload) if msg.payload else None, bool(msg.retain)))
 
     def on(self, topic: str) -> list[dict[str, Any]]:
-        return [p for t, p, _ in list(self.messages) if t == f"{BASE}/{topic}"]
+        return [p for t, p, _ in list(self.messages) if t == f"{BASE}/{topic}" and p is not None]
 
     def close(self) -> None:
         self.client.loop_stop()
