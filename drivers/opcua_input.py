@@ -121,7 +121,11 @@ class OpcUaInputDriver:
             async with open_session(self.settings, self.name) as client:
                 client.uaclient.observer = self._counter
                 client.connection_lost_callback = self._on_connection_lost
-                await self._serve(client, sink, on_connected)
+                try:
+                    await self._serve(client, sink, on_connected)
+                except BaseException:
+                    self._mark_stale()  # now, not after the session is torn down
+                    raise
         except CONNECTION_ERRORS as exc:
             raise RetryableError(f"opcua {self.name}: {describe(exc)}") from exc
         finally:

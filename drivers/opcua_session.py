@@ -13,6 +13,7 @@ session is one code path, counted, and never silent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -35,11 +36,24 @@ IDENTITY_REFUSALS: tuple[type[BaseException], ...] = (
 )
 
 
+# How long the server keeps our session after the connection drops. One minute: long enough to
+# survive a network blip, short enough not to pile up sessions on a PLC (many allow only a few).
+SESSION_TIMEOUT_MS = 60_000
+# A polite CloseSession on the way out gets this long.
+DISCONNECT_TIMEOUT_S = 2.0
+
+
 def make_client(settings: OpcUaDriver) -> Client:
-    # watchdog_intervall: asyncua's own keep-alive; our heartbeat is the one that decides.
-    return Client(
-        settings.url, timeout=settings.request_timeout_s, watchdog_intervall=max(settings.heartbeat_s, 1.0)
+    # watchdog_intervall: asyncua's own probe (its timeout equals its period). Our heartbeat is
+    # the one that decides, so asyncua's must not give up sooner than ours: on a busy machine a
+    # 1 s probe ended healthy sessions.
+    client = Client(
+        settings.url,
+        timeout=settings.request_timeout_s,
+        watchdog_intervall=max(settings.heartbeat_timeout_s, 1.0),
     )
+    client.session_timeout = SESSION_TIMEOUT_MS
+    return client
 
 
 @contextlib.asynccontextmanager
@@ -61,11 +75,28 @@ async def open_session(settings: OpcUaDriver, who: str) -> AsyncIterator[Client]
         raise RetryableError(f"opcua {who}: cannot connect to {settings.url}: {describe(exc)}") from exc
     try:
         yield client
+    except asyncio.CancelledError:
+        raise  # a stop: the server is fine, close the session politely below
+    except BaseException:
+        # The session failed (a hung or vanished server): a CloseSession would wait a whole
+        # request timeout for an answer that will not come, so cut the socket first.
+        abandon(client)
+        raise
     finally:
         try:
-            await client.disconnect()
+            async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+                await client.disconnect()
         except (*CONNECTION_ERRORS, RuntimeError) as exc:  # the server may already be gone
-            log.debug("opcua %s: disconnect: %s", who, exc)
+            abandon(client)
+            log.debug("opcua %s: disconnect: %s", who, describe(exc))
+
+
+def abandon(client: Client) -> None:
+    """Close the client's socket now. `Client.disconnect_socket()` does nothing once asyncua's
+    own probe has flagged the loss, hence the protocol's."""
+    protocol = client.uaclient.protocol
+    if protocol is not None and protocol.transport is not None:
+        protocol.disconnect_socket()
 
 
 def describe(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -199,6 +200,7 @@ def spawn_day(config: Path, speed: float, truth: Path, log: Path) -> subprocess.
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
 
 
+@pytest.mark.timeout(600)  # a simulated day at 500x is three minutes of wall time
 def test_the_acceptance_command_runs_a_day_and_is_reproducible(mosquitto: Mosquitto, tmp_path: Path) -> None:
     """`linegate simulate --scenario S6 --seed 7 --hours 24 --speed 500`, and the same at 5000x
     beside it: both finish, and the truth records are byte-identical (events are tied to plant
@@ -236,3 +238,130 @@ def test_the_acceptance_command_runs_a_day_and_is_reproducible(mosquitto: Mosqui
     assert rows[-1]["t"] - rows[0]["t"] == 24 * H
     _, events = read_truth(truth_a, kind="event")
     assert [e["event"] for e in events] == ["sensor.zero_drift"]
+
+
+COMM = {
+    "id": "T2",
+    "title": "served comm faults",
+    "hours": 1,
+    "events": [
+        {"at_h": 0.1, "kind": "comm.opcua_stop", "duration_s": 3},
+        {"at_h": 0.1, "kind": "comm.mqtt_stop", "duration_s": 3},
+    ],
+}
+
+
+def arrival_gaps(times: list[float]) -> float:
+    return max((b - a for a, b in itertools.pairwise(sorted(times))), default=0.0)
+
+
+async def test_comm_faults_stop_and_restore_the_servers_and_publishers(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    config = served_config(free_port(), mosquitto.port)
+    settings = config.drivers["plc"]
+    assert isinstance(settings, OpcUaDriver)
+    arrivals: list[float] = []
+    stop, ready = asyncio.Event(), asyncio.Event()
+    sim = asyncio.create_task(
+        run_simulator(
+            config,
+            seed=2,
+            speed=SPEED,
+            hours=None,
+            truth_path=None,
+            start=START,
+            stop=stop,
+            ready=ready,
+            scenario=parse_scenario(COMM),
+        )
+    )
+    await asyncio.wait_for(ready.wait(), 30)
+    sink = RecordingSink()
+    driver = OpcUaInputDriver("plc", settings, [bt for bt in bound_tags(config) if bt.tag.driver == "plc"])
+
+    async def supervise() -> None:  # the runtime's retry, shortened
+        while True:
+            with contextlib.suppress(Exception):
+                await driver.run(sink, lambda: None)
+            await asyncio.sleep(0.2)
+
+    async def listen() -> None:
+        loop = asyncio.get_running_loop()
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.subscribe("plant/line1/gas/h2", qos=1)
+            async for _ in client.messages:
+                arrivals.append(loop.time())
+
+    tasks = [asyncio.create_task(supervise()), asyncio.create_task(listen())]
+    try:
+        k = config.tag_index("bm.total")
+        # 0.1 h at 600x is 0.6 s of wall time; the faults last 3 s; wait well past them.
+        await sink.wait_for(
+            "OPC-UA samples after the restart",
+            lambda: (
+                driver.connection_losses >= 1 and any(x.tag == k and x.t > T0 + 0.3 * H for x in sink.samples)
+            ),
+            60,
+        )
+    finally:
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait_for(sim, 30)
+    assert driver.connection_losses >= 1
+    assert set(sink.stale_marks) >= {bt.index for bt in driver.tags}
+    assert arrival_gaps(arrivals) >= 2.5, "the MQTT publisher never paused"
+    assert len(arrivals) > 20
+
+
+async def test_broker_loss_stops_and_restarts_a_broker_the_simulator_controls(tmp_path: Path) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    scenario = {
+        "id": "T3",
+        "title": "broker loss",
+        "hours": 1,
+        "events": [{"at_h": 0.1, "kind": "comm.broker_stop", "duration_s": 3}],
+    }
+    with Mosquitto(port=free_port()) as broker:
+        config = served_config(free_port(), broker.port)
+        arrivals: list[float] = []
+        # paho's own loop reconnects after the broker is back (1-2 s backoff).
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="broker-loss-probe")
+        client.on_connect = lambda c, *_: c.subscribe("plant/line1/gas/h2", qos=0)
+        client.on_message = lambda *_: arrivals.append(time.monotonic())
+        client.reconnect_delay_set(0.2, 1.0)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        stop, ready = asyncio.Event(), asyncio.Event()
+        sim = asyncio.create_task(
+            run_simulator(
+                config,
+                seed=2,
+                speed=SPEED,
+                hours=None,
+                truth_path=None,
+                start=START,
+                stop=stop,
+                ready=ready,
+                scenario=parse_scenario(scenario),
+                broker=broker,
+            )
+        )
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+            deadline = time.monotonic() + 60
+            while not (arrival_gaps(arrivals) >= 2.5 and arrivals and arrivals[-1] > time.monotonic() - 1):
+                assert time.monotonic() < deadline, (
+                    "no pause-then-resume of the broker's messages within 60 s"
+                )
+                await asyncio.sleep(0.1)  # arrivals come from paho's thread: nothing to await
+        finally:
+            stop.set()
+            await asyncio.wait_for(sim, 30)
+            client.loop_stop()
+            client.disconnect()
+        assert broker.running
