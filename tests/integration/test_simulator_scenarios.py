@@ -137,10 +137,24 @@ async def serve(mosquitto: Mosquitto, scenario: dict[str, Any], tmp_path: Path) 
         yield Served(config, sink, mqtt)
     finally:
         done.set()
-        for task in (reader, listener):
+        await stop_all({"OPC-UA reader": reader, "MQTT listener": listener}, {"simulator": sim})
+
+
+async def stop_all(cancel: dict[str, asyncio.Task[Any]], finish: dict[str, asyncio.Task[Any]]) -> None:
+    """Cancel `cancel`, let `finish` end on their own; fail naming whatever does not end in
+    time (asyncio.wait_for would wait forever for a task that swallows its cancellation)."""
+    for task in cancel.values():
+        task.cancel()
+    tasks = {**cancel, **finish}
+    _, pending = await asyncio.wait(tasks.values(), timeout=30)
+    if pending:
+        names = [name for name, task in tasks.items() if task in pending]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(reader, listener, return_exceptions=True)
-        await asyncio.wait_for(sim, 30)
+        pytest.fail(f"did not stop within 30 s: {names}")
+    for name, task in finish.items():
+        if not task.cancelled() and task.exception() is not None:
+            raise AssertionError(f"{name} failed") from task.exception()
 
 
 async def test_injected_faults_and_the_interlock_show_in_the_served_signals(
@@ -223,13 +237,18 @@ def test_the_acceptance_command_runs_a_day_and_is_reproducible(mosquitto: Mosqui
                 tmp_path / f"sim-{speed}.log",
             )
         )
-    for proc, _, log in runs:
-        try:
-            code = proc.wait(timeout=24 * 3600 / 500 + 120)  # a day at 500x is 173 s
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"a simulated day did not finish in time:\n{log.read_text()[-2000:]}")
-        assert code == 0, log.read_text()[-2000:]
+    try:
+        for proc, _, log in runs:
+            try:
+                code = proc.wait(timeout=24 * 3600 / 500 + 120)  # a day at 500x is 173 s
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a simulated day did not finish in time:\n{log.read_text()[-2000:]}")
+            assert code == 0, log.read_text()[-2000:]
+    finally:
+        for proc, _, _ in runs:  # never leave a simulator behind, whatever failed
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
     (_, truth_a, _), (_, truth_b, _) = runs
     assert truth_a.read_bytes() == truth_b.read_bytes()
     header, rows = read_truth(truth_a)
@@ -306,10 +325,7 @@ async def test_comm_faults_stop_and_restore_the_servers_and_publishers(
         )
     finally:
         stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.wait_for(sim, 30)
+        await stop_all({"OPC-UA reader": tasks[0], "MQTT listener": tasks[1]}, {"simulator": sim})
     assert driver.connection_losses >= 1
     assert set(sink.stale_marks) >= {bt.index for bt in driver.tags}
     assert arrival_gaps(arrivals) >= 2.5, "the MQTT publisher never paused"
@@ -361,7 +377,7 @@ async def test_broker_loss_stops_and_restarts_a_broker_the_simulator_controls(tm
                 await asyncio.sleep(0.1)  # arrivals come from paho's thread: nothing to await
         finally:
             stop.set()
-            await asyncio.wait_for(sim, 30)
+            await stop_all({}, {"simulator": sim})
             client.loop_stop()
             client.disconnect()
         assert broker.running
