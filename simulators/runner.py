@@ -34,6 +34,8 @@ from simulators.truth import TruthRecorder
 
 # Fixed default start so that runs are reproducible (same seed + start -> same truth file).
 DEFAULT_START = datetime(2026, 1, 5, 6, 0, 0, tzinfo=UTC)
+# Each shutdown step (comm faults, MQTT publisher, each OPC-UA server) gets this long.
+SHUTDOWN_STEP_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -409,17 +411,29 @@ async def run_simulator(
                 await asyncio.sleep(0)  # let the servers answer clients between ticks
         log.info("simulator stopped at plant time %s", (start + timedelta(seconds=plant.t_s)).isoformat())
     finally:
-        for task in list(comm_tasks):
-            task.cancel()
-        await asyncio.gather(*comm_tasks, return_exceptions=True)
-        if mqtt_task is not None:
-            mqtt_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await mqtt_task
-        for server in servers:
-            await server.stop()
+        # Every step is bounded: a simulator asked to stop must stop, even if a client library
+        # does not finish cancelling; what did not finish is named in the log.
         if truth is not None:
             truth.close(plant)
+        for task in list(comm_tasks):
+            task.cancel()
+        await _bounded("scenario comm faults", *comm_tasks)
+        if mqtt_task is not None:
+            mqtt_task.cancel()
+            await _bounded("MQTT publisher", mqtt_task)
+        for server in servers:
+            await _bounded(f"OPC-UA server {server.url}", asyncio.ensure_future(server.stop()))
+
+
+async def _bounded(what: str, *tasks: asyncio.Future[object], timeout_s: float = SHUTDOWN_STEP_S) -> None:
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    if pending:
+        log.error("shutdown: %s did not finish within %g s; left behind", what, timeout_s)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("shutdown: %s: %r", what, task.exception())
 
 
 def _scenario_header(scenario: Scenario | None, plant: Plant) -> dict[str, object]:
