@@ -80,6 +80,40 @@ def served_config(opcua_port: int, mqtt_port: int) -> LineConfig:
     return parse_config(data, str(CONFIG))
 
 
+async def start_simulator(
+    config: LineConfig,
+    scenario: dict[str, Any],
+    stop: asyncio.Event,
+    *,
+    seed: int,
+    truth_path: Path | None = None,
+    broker: Mosquitto | None = None,
+) -> asyncio.Task[None]:
+    """The simulator at SPEED from START, running once it is ready (its start-up error raised here)."""
+    ready = asyncio.Event()
+    sim = asyncio.create_task(
+        run_simulator(
+            config,
+            seed=seed,
+            speed=SPEED,
+            hours=None,
+            truth_path=truth_path,
+            start=START,
+            stop=stop,
+            ready=ready,
+            scenario=parse_scenario(scenario),
+            broker=broker,
+        )
+    )
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({sim, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if sim.done():
+        sim.result()  # the simulator failed to start: raise its error here
+    waiter.cancel()
+    assert ready.is_set(), "simulator not ready within 30 s"
+    return sim
+
+
 @dataclass
 class Served:
     config: LineConfig
@@ -97,26 +131,9 @@ async def serve(mosquitto: Mosquitto, scenario: dict[str, Any], tmp_path: Path) 
     settings = config.drivers["plc"]
     assert isinstance(settings, OpcUaDriver)
     sink = RecordingSink()
-    ready, done = asyncio.Event(), asyncio.Event()
+    done = asyncio.Event()
     mqtt: list[dict[str, float]] = []
-    sim = asyncio.create_task(
-        run_simulator(
-            config,
-            seed=11,
-            speed=SPEED,
-            hours=None,
-            truth_path=tmp_path / "truth.jsonl",
-            start=START,
-            stop=done,
-            ready=ready,
-            scenario=parse_scenario(scenario),
-        )
-    )
-    waiter = asyncio.create_task(ready.wait())
-    await asyncio.wait({sim, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if sim.done():
-        sim.result()  # the simulator failed to start: raise its error here
-    assert ready.is_set(), "simulator not ready within 30 s"
+    sim = await start_simulator(config, scenario, done, seed=11, truth_path=tmp_path / "truth.jsonl")
     driver = OpcUaInputDriver("plc", settings, [bt for bt in bound_tags(config) if bt.tag.driver == "plc"])
     connected = asyncio.Event()
     reader = asyncio.create_task(driver.run(sink, connected.set))
@@ -281,21 +298,8 @@ async def test_comm_faults_stop_and_restore_the_servers_and_publishers(
     settings = config.drivers["plc"]
     assert isinstance(settings, OpcUaDriver)
     arrivals: list[float] = []
-    stop, ready = asyncio.Event(), asyncio.Event()
-    sim = asyncio.create_task(
-        run_simulator(
-            config,
-            seed=2,
-            speed=SPEED,
-            hours=None,
-            truth_path=None,
-            start=START,
-            stop=stop,
-            ready=ready,
-            scenario=parse_scenario(COMM),
-        )
-    )
-    await asyncio.wait_for(ready.wait(), 30)
+    stop = asyncio.Event()
+    sim = await start_simulator(config, COMM, stop, seed=2)
     sink = RecordingSink()
     driver = OpcUaInputDriver("plc", settings, [bt for bt in bound_tags(config) if bt.tag.driver == "plc"])
 
@@ -352,23 +356,9 @@ async def test_broker_loss_stops_and_restarts_a_broker_the_simulator_controls(tm
         client.reconnect_delay_set(0.2, 1.0)
         client.connect(broker.host, broker.port)
         client.loop_start()
-        stop, ready = asyncio.Event(), asyncio.Event()
-        sim = asyncio.create_task(
-            run_simulator(
-                config,
-                seed=2,
-                speed=SPEED,
-                hours=None,
-                truth_path=None,
-                start=START,
-                stop=stop,
-                ready=ready,
-                scenario=parse_scenario(scenario),
-                broker=broker,
-            )
-        )
+        stop = asyncio.Event()
+        sim = await start_simulator(config, scenario, stop, seed=2, broker=broker)
         try:
-            await asyncio.wait_for(ready.wait(), 30)
             deadline = time.monotonic() + 60
             while not (arrival_gaps(arrivals) >= 2.5 and arrivals and arrivals[-1] > time.monotonic() - 1):
                 assert time.monotonic() < deadline, (
