@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
+from drivers.mqtt_common import MqttConnector, raise_if_cancel_swallowed
 from gateway.config import LineConfig, MqttInputDriver, Tag
 
 log = logging.getLogger(__name__)
@@ -77,18 +78,13 @@ class _DriverPublisher:
 
     async def run(self) -> None:
         conn = self.driver.connection
-        password = os.environ.get(conn.password_env) if conn.password_env else None
+        # The gateway's own connector: same TLS, login and protocol fallback as a real sensor
+        # gateway would need, and the guard against the Python 3.11 lost cancel.
+        connector = MqttConnector(conn, self.client_id)
         backoff = self.backoff_initial_s
         while True:
             try:
-                async with aiomqtt.Client(
-                    conn.host,
-                    conn.port,
-                    identifier=self.client_id,
-                    username=conn.username,
-                    password=password,
-                    keepalive=conn.keepalive_s,
-                ) as client:
+                async with connector.session(f"simulated MQTT {self.name}") as client:
                     self.stats.connects += 1
                     self.stats.connected.set()
                     if self.stats.failures:
@@ -121,6 +117,9 @@ class _DriverPublisher:
             batch = self.pending[0]
             for topic, payload in batch:
                 await client.publish(topic, payload, qos=qos, retain=False)
+                # A cancel lost while waiting for the PUBACK would keep this loop (and the
+                # simulator's shutdown) going for ever.
+                raise_if_cancel_swallowed()
             # Only a fully published batch leaves the queue; a failure mid-batch resends it.
             if self.pending and self.pending[0] is batch:
                 self.pending.popleft()

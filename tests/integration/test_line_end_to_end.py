@@ -41,8 +41,15 @@ BASE = "linegate/winston-salem/preprocessing/line1"
 _liveness: list[Callable[[], None]] = []
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll `predicate` until it returns something truthy; fail naming `what` at the deadline."""
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `predicate` until it returns something truthy; fail naming `what` at the deadline,
+    with what `explain` says about the state reached."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for check in _liveness:
@@ -51,7 +58,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         if result:
             return result
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    detail = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
 
 
 @dataclass
@@ -189,9 +197,11 @@ def line(
     run = LineRun(
         config_path, truth_path, gateway, simulator, notify, topics, influxdb, mosquitto, gateway_log
     )
+    _liveness.append(lambda: _alive(run))
     try:
         yield run
     finally:
+        _liveness.clear()
         _stop(gateway)
         _stop(simulator)
         topics.close()
@@ -242,7 +252,18 @@ def test_full_window_yield_tracks_simulator_truth(line: LineRun) -> None:
         ]
 
     # Window (4 h) + delay (95 min) at 600x is ~33 s of wall time; allow for start-up.
-    wait_for(lambda: len(full_good()) >= 10, 180, "ten GOOD full-window yields")
+    def explain() -> str:
+        yields = line.topics.on("kpi/yield_rolling")
+        last = "\n".join(json.dumps(p) for p in yields[-5:])
+        return (
+            f"{len(yields)} yields published, {len(full_good())} good over the full window; the last:\n{last}"
+            f"\ngateway log:\n{line.gateway_log.read_text()[-3000:]}"
+            f"\nsimulator log:\n{line.config_path.with_name('simulator.log').read_text()[-2000:]}"
+        )
+
+    # Generous: a loaded CI box runs the simulator slower than 600x; the wait ends when the
+    # yields arrive.
+    wait_for(lambda: len(full_good()) >= 10, 300, "ten GOOD full-window yields", explain=explain)
     _alive(line)
     _, rows = read_truth(line.truth_path)
     truth = [(r["t"], r["yield_rolling"]) for r in rows if r["yield_rolling"] is not None]

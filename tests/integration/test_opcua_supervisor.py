@@ -37,6 +37,8 @@ from tests.opcua_helpers import CONFIG, bound_tags, plc_config
 pytestmark = pytest.mark.integration
 
 RESUME_S = 10.0
+# The simulator's shutdown steps are bounded (10 s each); a clean stop takes well under one.
+SIM_STOP_S = 30.0
 
 
 def spawn_simulator(config: Path, start: float, log: Path) -> subprocess.Popen[bytes]:
@@ -155,5 +157,10 @@ async def test_server_killed_five_times_and_frozen_once(mosquitto: Mosquitto, tm
         if sim.poll() is None:
             sim.send_signal(signal.SIGCONT)
             sim.terminate()
-            sim.wait(10)
+            try:
+                sim.wait(SIM_STOP_S)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+                sim.wait()
+                pytest.fail(f"the simulator did not stop within {SIM_STOP_S} s of SIGTERM:\n{tail(log)}")
     print(f"resume times after the server was back: {[f'{r:.1f}' for r in resumes]} s")
