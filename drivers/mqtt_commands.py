@@ -11,7 +11,11 @@ Contract (topic names from `drivers.operator_topics`):
                      under MQTT 5 with CorrelationData: then the data's hex stands in for it)
         value        number, finite (required)
         operator     string up to 128 characters (optional)
-        issued_at    ISO 8601 with a time zone, or epoch seconds (optional)
+        issued_at    ISO 8601 with a time zone, or epoch seconds (optional here; guarded
+                     control refuses a command without it)
+        step         "set" (default), or "arm" then "execute" for a critical setpoint
+        signature    hex HMAC-SHA256 of the command (`gateway.command_signing`), required for
+                     operators with a key
         Other keys are refused: a field this gateway does not understand (a future expiry, say)
         must not be silently ignored on a command.
     <base>/commands/<setpoint>/result   QoS 1, not retained, or the MQTT 5 ResponseTopic of the
@@ -79,7 +83,14 @@ from drivers.operator_topics import (
     command_result_topic,
     command_setpoint,
 )
-from gateway.commands import CommandHandler, CommandLedger, CommandRequest, CommandResult, CommandStatus
+from gateway.commands import (
+    CommandHandler,
+    CommandLedger,
+    CommandRequest,
+    CommandResult,
+    CommandStatus,
+    CommandStep,
+)
 from gateway.config import TAG_NAME, LineConfig, MqttOutput
 from gateway.errors import FatalDriverError, RetryableError
 
@@ -95,7 +106,8 @@ MAX_SETPOINT: Final = 128
 INCOMING_QUEUE_SIZE: Final = 1_000
 # Results waiting for the broker; beyond this the oldest are dropped and counted.
 OUTBOX_SIZE: Final = 10_000
-COMMAND_KEYS: Final = frozenset({"request_id", "value", "operator", "issued_at"})
+COMMAND_KEYS: Final = frozenset({"request_id", "value", "operator", "issued_at", "step", "signature"})
+MAX_SIGNATURE: Final = 256
 IGNORE_REASONS: Final = ("retained", "unexpected_topic", "queue_overflow")
 _TAG_NAME: Final = re.compile(TAG_NAME)
 
@@ -157,6 +169,12 @@ def parse_command(
         issued_at = _time(data["issued_at"])
         if issued_at is None:
             return Malformed("issued_at: not ISO 8601 with a time zone, nor finite epoch seconds", request_id)
+    step = data.get("step", CommandStep.SET.value)
+    if step not in {s.value for s in CommandStep}:
+        return Malformed(f"step: must be one of {[s.value for s in CommandStep]}", request_id)
+    signature = data.get("signature")
+    if signature is not None and (not isinstance(signature, str) or not 1 <= len(signature) <= MAX_SIGNATURE):
+        return Malformed(f"signature: must be a string of 1 to {MAX_SIGNATURE} characters", request_id)
     return CommandRequest(
         request_id=request_id,
         setpoint=setpoint,
@@ -164,6 +182,8 @@ def parse_command(
         operator=operator,
         issued_at=issued_at,
         received_at=received_at,
+        step=CommandStep(step),
+        signature=signature,
     )
 
 
@@ -341,6 +361,7 @@ class MqttCommandChannel:
                 reason=f"malformed command: {parsed.reason}",
                 decided_at=now,
             )
+            self._note(result)
             if reply_to is None and parsed.request_id is None:
                 return  # nowhere the sender would recognise an answer: counted and logged only
         else:
@@ -356,6 +377,7 @@ class MqttCommandChannel:
         stored = self.ledger.seen(request.request_id)
         if stored is not None:
             self.duplicates += 1
+            self._note(stored)
             return stored
         self.executed += 1
         try:
@@ -374,6 +396,13 @@ class MqttCommandChannel:
             )
         self.ledger.record(result)
         return result
+
+    def _note(self, result: CommandResult) -> None:
+        try:
+            self.handler.note(result)
+        except Exception:
+            # The audit trail failing must be loud, but it cannot un-answer a command.
+            log.exception("command %s: recording the result failed", result.request_id)
 
     def _queue_reply(
         self, result: CommandResult, setpoint: str, reply_to: str | None, correlation: bytes | None

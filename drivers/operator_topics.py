@@ -250,6 +250,8 @@ def command_result_payload(result: CommandResult, *, request_id: str | None = No
             "readback": _num(result.readback),
             "duplicate": result.duplicate,
             "decided_at": _ts(decided),
+            "code": result.code,
+            "previous": _num(result.previous),
         }
     )
 

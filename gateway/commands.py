@@ -20,6 +20,14 @@ class CommandStatus(StrEnum):
     ACCEPTED = "accepted"  # written and read back
     REJECTED = "rejected"  # refused before anything was written
     FAILED = "failed"  # a write was attempted and did not succeed
+    ARMED = "armed"  # a critical setpoint's first step: nothing written, "execute" may follow
+    DRY_RUN = "dry_run"  # would have been written; control runs in dry-run mode
+
+
+class CommandStep(StrEnum):
+    SET = "set"  # an ordinary setpoint change
+    ARM = "arm"  # first step of a critical setpoint's change
+    EXECUTE = "execute"  # second step: carries out the armed change
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +38,8 @@ class CommandRequest:
     operator: str | None
     issued_at: float | None  # epoch s, as the operator's client stated it
     received_at: float  # epoch s, gateway wall clock
+    step: CommandStep = CommandStep.SET
+    signature: str | None = None  # hex HMAC-SHA256 of `gateway.command_signing.signed_text`
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +52,17 @@ class CommandResult:
     readback: float | None = None
     duplicate: bool = False  # this is the stored result of an earlier, identical request id
     decided_at: float | None = None
+    code: str | None = None  # machine-readable class of a rejection or failure
+    previous: float | None = None  # the controller's value before the write, when read
 
 
 class CommandHandler(Protocol):
     async def handle(self, request: CommandRequest) -> CommandResult:
         """Decide on (and, when accepted, carry out) one command. Must not raise."""
+        ...
+
+    def note(self, result: CommandResult) -> None:
+        """Record a result the transport decided itself (a malformed command, a duplicate)."""
         ...
 
 
@@ -61,7 +77,11 @@ class ControlDisabled:
             reason="control disabled: this gateway does not write setpoints",
             value=request.value,
             decided_at=request.received_at,
+            code="control_disabled",
         )
+
+    def note(self, result: CommandResult) -> None:
+        pass  # nothing is written, so there is nothing to audit
 
 
 class CommandLedger:

@@ -13,20 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from gateway.config_base import IDENT, TAG_NAME, Model
+from gateway.control_config import Control
 from gateway.errors import ConfigError
-
-TAG_NAME = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
-IDENT = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 # Mass units the balance understands, as factors to tonnes (totals) or tonnes/hour (rates).
 TOTAL_UNITS: dict[str, float] = {"t": 1.0, "kg": 1e-3}
 RATE_UNITS: dict[str, float] = {"t/h": 1.0, "kg/h": 1e-3, "kg/s": 3.6}
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Nameplate(Model):
@@ -206,7 +201,7 @@ class MqttInputDriver(Model):
     connection: MqttConnection = MqttConnection()
     qos: Literal[0, 1] = 1
     max_payload_bytes: int = Field(default=4096, ge=16)
-    routes: list[TopicRoute] = []
+    routes: list[TopicRoute] = Field(default_factory=list)
     # IoT sensors often report only on change, so silence is not stale unless configured.
     stale_after_s: float | None = Field(default=None, gt=0)
 
@@ -346,6 +341,7 @@ class LineConfig(Model):
     yield_: YieldSettings = Field(alias="yield")
     outputs: Outputs = Outputs()
     runtime: Runtime = Runtime()
+    control: Control = Control()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -368,7 +364,37 @@ class LineConfig(Model):
             n = sum(1 for t in self.tags if t.role == role)
             if n != 1:
                 raise ValueError(f"tags: exactly one tag must have role = '{role}' (found {n})")
+        self._check_control(seen)
         return self
+
+    def _check_control(self, tag_names: set[str]) -> None:
+        c = self.control
+        if c.setpoints and c.driver is None:
+            raise ValueError("control.driver: name the OPC-UA driver whose server holds the setpoints")
+        if c.driver is not None:
+            driver = self.drivers.get(c.driver)
+            if driver is None:
+                raise ValueError(f"control.driver: no driver named '{c.driver}' in [drivers]")
+            if driver.type != "opcua":
+                raise ValueError(
+                    f"control.driver: '{c.driver}' is not an OPC-UA driver; setpoints are written over OPC-UA"
+                )
+        measured = {t.node_id: t.name for t in self.tags if t.driver == c.driver and t.node_id is not None}
+        for name, sp in c.setpoints.items():
+            where = f"control.setpoints.{name}"
+            if measured.get(sp.node_id, name) != name:
+                # Measured values, safety signals and interlock states are read, never written.
+                # (A setpoint may be read back as a tag of its own name, for display.)
+                raise ValueError(
+                    f"{where}.node_id: {sp.node_id} is the input tag '{measured[sp.node_id]}'; "
+                    "only setpoints are writable"
+                )
+            for i, il in enumerate(sp.interlocks):
+                if il.tag not in tag_names:
+                    raise ValueError(f"{where}.interlocks[{i}].tag: no tag named '{il.tag}' in [[tags]]")
+            holders = [op for op, o in c.operators.items() if set(o.roles) & set(sp.roles)]
+            if c.enabled and not holders:
+                raise ValueError(f"{where}.roles: no operator in control.operators has any of {sp.roles}")
 
     def tag_index(self, name: str) -> int:
         for i, tag in enumerate(self.tags):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -120,6 +120,9 @@ class PipelineUpdate:
     tag_names: list[str] = field(default_factory=list)  # index -> name, for `samples`
     alarm_events: list[AlarmEvent] = field(default_factory=list)  # raised or cleared this tick
     active_alarms: list[Alarm] = field(default_factory=list)  # everything active after it
+    # Control audit records decided since the last tick (see gateway.control_service), for the
+    # historian; the audit log file holds them already.
+    control_audit: list[dict[str, Any]] = field(default_factory=list)
 
 
 class OutputDriver(Protocol):

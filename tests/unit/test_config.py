@@ -119,3 +119,66 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.toml")
     assert info.value.problems[0][0] == "(file)"
+
+
+# -- [control] ------------------------------------------------------------------------------------
+
+
+def _control_problem(tmp_path: Path, old: str, new: str) -> list[tuple[str, str]]:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "line.toml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    return exc.value.problems
+
+
+def test_shipped_control_is_off_and_lists_the_setpoints() -> None:
+    control = load_config(EXAMPLE).control
+    assert control.enabled is False
+    assert control.driver == "plc"
+    feed = control.setpoints["shr.feed_rate_sp"]
+    assert (feed.range, feed.max_step) == ((0.0, 2.0), 0.2)
+    assert {(il.tag, il.op, il.value, il.hold_s) for il in feed.interlocks} == {
+        ("shr.o2_a", "<", 2.0, 60.0),
+        ("shr.o2_b", "<", 2.0, 60.0),
+    }
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "reason"),
+    [
+        (
+            'node_id = "ns=2;s=shr.feed_rate_sp"',
+            'node_id = "ns=2;s=shr.o2_a"',
+            "control.setpoints.shr.feed_rate_sp.node_id",
+            "is the input tag 'shr.o2_a'",
+        ),
+        ('tag = "shr.o2_b"', 'tag = "shr.o2_c"', "interlocks[1].tag", "no tag named 'shr.o2_c'"),
+        (
+            'driver = "plc"               # the OPC-UA',
+            'driver = "iot"               # the OPC-UA',
+            "control.driver",
+            "not an OPC-UA driver",
+        ),
+        ("range = [0.0, 2.0]", "range = [2.0, 0.0]", "range", "must be below max"),
+        ("max_step = 0.2", "max_step = 5.0", "max_step", "larger than the whole range"),
+        ('op = "<"', 'op = "=<"', "op", "Input should be"),
+    ],
+)
+def test_control_limits_are_checked_when_the_config_loads(
+    tmp_path: Path, old: str, new: str, key: str, reason: str
+) -> None:
+    problems = _control_problem(tmp_path, old, new)
+    assert any(key in k and reason in r for k, r in problems), problems
+
+
+def test_enabled_control_needs_an_operator_for_every_setpoint(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8").replace("enabled = false ", "enabled = true ", 1)
+    text += '\n[control.setpoints."x.y_sp"]\nnode_id = "ns=2;s=x"\nunit = "1"\nrange = [0, 1]\nroles = ["nobody"]\n'
+    path = tmp_path / "line.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert any("x.y_sp.roles" in k and "no operator" in r for k, r in exc.value.problems), exc.value.problems

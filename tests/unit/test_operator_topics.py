@@ -227,12 +227,14 @@ def test_command_result_payload() -> None:
     result = CommandResult("r-1", "shr.feed_rate_sp", CommandStatus.ACCEPTED, "ok", 1.5, 1.49, False, T0)
     assert command_result_payload(result, now=T0 + 9) == (
         b'{"request_id":"r-1","setpoint":"shr.feed_rate_sp","status":"accepted","reason":"ok",'
-        b'"value":1.5,"readback":1.49,"duplicate":false,"decided_at":"2024-05-01T12:00:00.000Z"}'
+        b'"value":1.5,"readback":1.49,"duplicate":false,"decided_at":"2024-05-01T12:00:00.000Z",'
+        b'"code":null,"previous":null}'
     )
     unknown = CommandResult("", "x", CommandStatus.REJECTED, "malformed command: payload: not JSON")
     assert command_result_payload(unknown, now=T0 + 0.25) == (
         b'{"request_id":null,"setpoint":"x","status":"rejected","reason":"malformed command: payload: not JSON",'
-        b'"value":null,"readback":null,"duplicate":false,"decided_at":"2024-05-01T12:00:00.250Z"}'
+        b'"value":null,"readback":null,"duplicate":false,"decided_at":"2024-05-01T12:00:00.250Z",'
+        b'"code":null,"previous":null}'
     )
 
 
