@@ -20,6 +20,12 @@ Schema (every timestamp is plant time, i.e. the source timestamp, in ms):
   tags `line`, `site`; fields `feed_tph`, `black_mass_tph` (t/h), `feed_vs_nameplate` (fraction
   of nameplate); a field is omitted when unknown, the point when all three are.
 
+- measurement `control_audit`, one point per control decision (wall-clock time of the
+  decision, not plant time): tags `line`, `site`, `setpoint`, `decision` (accepted | rejected |
+  failed | armed | dry_run | duplicate), `request_id`; fields `seq` (int, the audit log's),
+  `operator`, `reason`, `code` (strings), `value`, `previous`, `written`, `readback` (floats,
+  omitted when unknown).
+
 A point is identified by its series key (measurement + tags) and timestamp, so a batch that is
 written again after an unconfirmed write overwrites the same points instead of duplicating them.
 
@@ -38,6 +44,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import urllib3.exceptions
@@ -114,7 +121,7 @@ def points_in(update: PipelineUpdate) -> int:
         n += 1
     if update.flows is not None and _flow_fields(update.flows):
         n += 1
-    return n
+    return n + len(update.control_audit)
 
 
 class InfluxOutputDriver:
@@ -145,7 +152,21 @@ class InfluxOutputDriver:
             fields = _flow_fields(update.flows)
             if fields:
                 out.append(f"flow,{self._series_tags} {','.join(fields)} {_ms(update.flows.t)}")
+        out.extend(self._audit_line(rec) for rec in update.control_audit)
         return out
+
+    def _audit_line(self, rec: dict[str, Any]) -> str:
+        tags = ",".join(
+            f"{key}={escape_tag(str(rec.get(key) or '-'))}" for key in ("setpoint", "decision", "request_id")
+        )
+        fields = [f"seq={int(rec['seq'])}i"]
+        fields += [
+            f"{key}={_string_field(str(rec[key]))}" for key in ("operator", "reason", "code") if rec.get(key)
+        ]
+        fields += _float_fields(
+            *((key, rec.get(key)) for key in ("value", "previous", "written", "readback"))
+        )
+        return f"control_audit,{self._series_tags},{tags} {','.join(fields)} {_ms(float(rec['decided_at_epoch']))}"
 
     def _signal_lines(self, update: PipelineUpdate) -> list[str]:
         samples = update.samples

@@ -49,6 +49,7 @@ from drivers.opcua_pki import (
 )
 from gateway.config import OpcUaDriver, OpcUaSecurity
 from gateway.errors import FatalDriverError, RetryableError
+from gateway.state_paths import state_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,7 @@ class UntrustedServerCertificate(ua.UaError):
 def resolve_pki_dir(security: OpcUaSecurity | None) -> Path:
     if security is not None and security.pki_dir is not None:
         return Path(security.pki_dir)
-    state = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
-    base = Path(state.split(":")[0]) if state else Path.home() / ".local" / "state" / "linegate"
-    return base / "pki"
+    return state_dir() / "pki"
 
 
 async def configure_security(client: Client, settings: OpcUaDriver, who: str) -> None:

@@ -55,7 +55,7 @@ from asyncua.common.ua_utils import data_type_to_variant_type
 from drivers.opcua_session import CONNECTION_ERRORS, describe, open_session
 from gateway.config import OpcUaDriver
 from gateway.errors import FatalDriverError, RetryableError
-from gateway.setpoint_port import Number, WriteFailure, WriteOutcome
+from gateway.setpoint_port import Number, SetpointReading, WriteFailure, WriteOutcome
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +298,35 @@ class OpcUaSetpointWriter:
         log.log(level, "opcua %s writer: %s := %r: %s", self.name, node_id, value, outcome.detail)
         return outcome
 
+    async def read(self, node_id: str) -> SetpointReading:
+        """The node's current value, DataType and EURange over the writer's session."""
+        try:
+            nodeid = ua.NodeId.from_string(node_id)
+        except (ua.UaStringParsingError, ValueError, TypeError):
+            return SetpointReading(
+                node_id, None, None, None, WriteFailure.BAD_NODE, f"{node_id!r} is not an OPC-UA node id"
+            )
+        async with self._lock:
+            try:
+                client = await self._session()
+                node = client.get_node(nodeid)
+                info = await self._node_info(client, node_id, node)
+                value = await self._read_back(node, node_id, "reading its value")
+            except _Failed as exc:
+                return SetpointReading(node_id, None, None, None, exc.failure, exc.detail)
+            except Exception as exc:  # the contract is a reading, whatever asyncua raises
+                log.exception("opcua %s writer: unexpected error reading %s", self.name, node_id)
+                await self._drop_session(abandon=True)
+                return SetpointReading(
+                    node_id,
+                    None,
+                    None,
+                    None,
+                    WriteFailure.SERVER_REJECTED,
+                    f"{node_id}: unexpected error: {describe(exc)}",
+                )
+        return SetpointReading(node_id, value, info.datatype, info.eurange, None, f"{node_id} = {value!r}")
+
     async def _attempt(
         self, draft: _Draft, nodeid: ua.NodeId, number: Number, tolerance: float | None
     ) -> WriteOutcome:
@@ -482,9 +511,11 @@ class OpcUaSetpointWriter:
             )
         return results[0]
 
-    async def _read_back(self, node: Node, node_id: str) -> Number:
+    async def _read_back(
+        self, node: Node, node_id: str, what: str = "written (Good) but the read-back"
+    ) -> Number:
         try:
-            dv = await self._call(f"{node_id}: written (Good) but the read-back", node.read_data_value())
+            dv = await self._call(f"{node_id}: {what}", node.read_data_value())
         except _Failed as exc:
             if exc.failure in SESSION_FAILURES:
                 raise
@@ -493,6 +524,4 @@ class OpcUaSetpointWriter:
         value = dv.Value.Value if dv.Value is not None else None
         if isinstance(value, bool | int | float):
             return value
-        raise _Failed(
-            WriteFailure.READBACK_MISMATCH, None, f"{node_id}: written (Good) but read back {value!r}"
-        )
+        raise _Failed(WriteFailure.READBACK_MISMATCH, None, f"{node_id}: {what}: {value!r} is not a number")

@@ -101,6 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
     browse.add_argument(
         "--config", type=Path, default=None, help="line config whose driver security settings to connect with"
     )
+    command = sub.add_parser(
+        "command",
+        help="send a setpoint command to a running gateway and wait for its result",
+        description="Exit status: 0 accepted (or armed, or dry run), 3 rejected, 4 failed, "
+        "5 no result in time or no broker, 2 bad config or arguments.",
+    )
+    command.add_argument("setpoint", help="setpoint name, e.g. shr.feed_rate_sp")
+    command.add_argument("value", type=float, help="new value in the setpoint's unit")
+    command.add_argument(
+        "--config", required=True, type=Path, help="line config of the gateway (for its broker)"
+    )
+    command.add_argument(
+        "--operator", default=os.environ.get("USER") or "operator", help="who issues it (default: $USER)"
+    )
+    command.add_argument(
+        "--step", choices=["set", "arm", "execute"], default="set", help="arm/execute: critical setpoints"
+    )
+    command.add_argument(
+        "--key-env", default=None, help="environment variable with your HMAC key (signs the command)"
+    )
+    command.add_argument("--request-id", default="", help="request id (default: a fresh random one)")
+    command.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the result")
     return p
 
 
@@ -127,6 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(config, int):
         return config
     assert isinstance(config, LineConfig)
+    if args.command == "command":
+        from gateway import composition
+
+        composition.configure_logging(args.log_level)
+        return composition.command(
+            config,
+            setpoint=args.setpoint,
+            value=args.value,
+            operator=args.operator,
+            step=args.step,
+            key_env=args.key_env,
+            request_id=args.request_id,
+            timeout_s=args.timeout,
+            out=sys.stdout,
+        )
     if args.command == "check-config":
         print(
             f"{args.file}: OK: line {config.line.name}, {len(config.tags)} tags, "

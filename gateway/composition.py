@@ -8,7 +8,9 @@ process, and the gateway with a live terminal view).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from drivers.command_client import Command, send_command
 from drivers.influx_output import InfluxOutputDriver, points_in
 from drivers.mqtt_commands import MqttCommandChannel
 from drivers.mqtt_input import MqttInputDriver
@@ -25,10 +28,16 @@ from drivers.mqtt_output import MqttOperatorOutput
 from drivers.opcua_browse import browse_command
 from drivers.opcua_input import OpcUaInputDriver
 from drivers.opcua_security import certs_command, resolve_pki_dir
-from gateway.commands import CommandLedger, ControlDisabled
+from drivers.opcua_writer import OpcUaSetpointWriter
+from gateway.audit_log import AuditLog
+from gateway.commands import CommandLedger, CommandStep
 from gateway.config import LineConfig, OpcUaDriver, parse_config
+from gateway.control_service import GuardedControl
+from gateway.errors import ConfigError, FatalDriverError, RetryableError
+from gateway.interlock_monitor import InterlockMonitor
 from gateway.ports import BoundTag, InputDriver, Service
 from gateway.runtime import OutputBinding, Runtime
+from gateway.state_paths import state_dir
 from gateway.terminal_view import TerminalView
 from simulators.local_config import localize_config_text
 from simulators.local_services import LocalStack, free_port
@@ -41,7 +50,7 @@ log = logging.getLogger(__name__)
 MQTT_OUTPUT_QUEUE = 1_000
 
 
-def build_runtime(config: LineConfig) -> Runtime:
+def build_runtime(config: LineConfig, control: GuardedControl | None = None) -> Runtime:
     inputs: dict[InputDriver, list[int]] = {}
     for name, settings in config.drivers.items():
         tags = [BoundTag(i, t) for i, t in enumerate(config.tags) if t.driver == name]
@@ -59,14 +68,46 @@ def build_runtime(config: LineConfig) -> Runtime:
     if config.outputs.mqtt is not None:
         outputs.append(OutputBinding(MqttOperatorOutput(config.outputs.mqtt, config), MQTT_OUTPUT_QUEUE))
         if config.outputs.mqtt.commands:
-            # Deny by default: every command is answered "rejected" until guarded control exists.
-            services.append(
-                MqttCommandChannel(config.outputs.mqtt, config, ControlDisabled(), CommandLedger())
-            )
+            control = control or build_control(config)
+            services.append(MqttCommandChannel(config.outputs.mqtt, config, control, CommandLedger()))
     if config.outputs.influxdb is not None:
         influx = config.outputs.influxdb
         outputs.append(OutputBinding(InfluxOutputDriver(influx, config), influx.max_buffer_points, points_in))
-    return Runtime(config, inputs, outputs, services=services)
+    runtime = Runtime(config, inputs, outputs, services=services)
+    if control is not None:
+        runtime.add_listener(control.interlocks.observe)
+        runtime.add_audit_source(control.drain_audit)
+    return runtime
+
+
+def build_control(config: LineConfig) -> GuardedControl:
+    """The command handler: guarded writes to the control driver's server (deny by default).
+
+    Raises `ConfigError` when an operator's signing key is named but not in the environment:
+    a gateway that would refuse that operator's every command should not start quietly.
+    """
+    c = config.control
+    keys: dict[str, bytes] = {}
+    missing: list[tuple[str, str]] = []
+    for name, op in c.operators.items():
+        if op.key_env is None:
+            continue
+        key = os.environ.get(op.key_env)
+        if key:
+            keys[name] = key.encode()
+        elif c.enabled:
+            missing.append(
+                (f"control.operators.{name}.key_env", f"environment variable {op.key_env} is not set")
+            )
+    if missing:
+        raise ConfigError("<environment>", missing)
+    writer = None
+    if c.enabled and c.driver is not None:
+        settings = config.drivers[c.driver]
+        assert isinstance(settings, OpcUaDriver)  # checked when the config loaded
+        writer = OpcUaSetpointWriter(c.driver, settings)
+    audit = AuditLog(c.audit_log if c.audit_log is not None else state_dir() / "audit.jsonl")
+    return GuardedControl(c, writer, InterlockMonitor(config), audit, keys)
 
 
 def _install_stop_signals(stop: Callable[[], None]) -> None:
@@ -76,14 +117,21 @@ def _install_stop_signals(stop: Callable[[], None]) -> None:
 
 
 async def serve(config: LineConfig) -> None:
-    runtime = build_runtime(config)
+    control = (
+        build_control(config) if config.outputs.mqtt is not None and config.outputs.mqtt.commands else None
+    )
+    runtime = build_runtime(config, control)
     _install_stop_signals(runtime.stop)
     # `systemctl reload` sends SIGHUP, whose default action would kill the daemon. Until
     # config reload exists, say so and keep running on the current config.
     asyncio.get_running_loop().add_signal_handler(
         signal.SIGHUP, lambda: log.warning("SIGHUP: config reload is not supported yet; config unchanged")
     )
-    await runtime.run()
+    try:
+        await runtime.run()
+    finally:
+        if control is not None:
+            await control.aclose()
 
 
 async def simulate(
@@ -164,6 +212,7 @@ async def demo(
             opcua_port=free_port(),
             mqtt_port=stack.mosquitto.port,
             influx_url=stack.proxy.url,
+            state_dir=workdir,
         )
         local = workdir / "line.toml"
         await asyncio.to_thread(local.write_text, text, encoding="utf-8")
@@ -273,3 +322,42 @@ def configure_logging(level: str) -> None:
     )
     # asyncua logs every reconnect attempt at INFO/WARNING with tracebacks; ours say it once.
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+# Exit codes of `linegate command`, by result status.
+COMMAND_EXIT = {"accepted": 0, "armed": 0, "dry_run": 0, "rejected": 3, "failed": 4}
+
+
+def command(
+    config: LineConfig,
+    *,
+    setpoint: str,
+    value: float,
+    operator: str,
+    step: str,
+    key_env: str | None,
+    request_id: str,
+    timeout_s: float,
+    out: TextIO,
+) -> int:
+    """`linegate command`: send one command, print its result; exit code from its status."""
+    key = None
+    if key_env is not None:
+        raw = os.environ.get(key_env)
+        if not raw:
+            print(f"linegate command: environment variable {key_env} is not set", file=sys.stderr)
+            return 2
+        key = raw.encode()
+    cmd = Command(setpoint, value, operator, CommandStep(step), request_id)
+    try:
+        result = asyncio.run(send_command(config, cmd, key=key, timeout_s=timeout_s))
+    except TimeoutError:
+        print(
+            f"linegate command: no result within {timeout_s:g} s (is the gateway running?)", file=sys.stderr
+        )
+        return 5
+    except (RetryableError, FatalDriverError, ValueError) as exc:
+        print(f"linegate command: {exc}", file=sys.stderr)
+        return 5
+    print(json.dumps(result, indent=2), file=out)
+    return COMMAND_EXIT.get(str(result.get("status")), 4)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 from gateway.alarms import AlarmBoard, Severity, alarm_id
 from gateway.bus import SampleBus
@@ -101,6 +102,11 @@ class Runtime:
         self._service_tasks: list[asyncio.Task[None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[PipelineUpdate], None]] = []
+        self._audit_sources: list[Callable[[], list[dict[str, Any]]]] = []
+
+    def add_audit_source(self, source: Callable[[], list[dict[str, Any]]]) -> None:
+        """Each tick, `source()`'s control audit records ride on the update to the outputs."""
+        self._audit_sources.append(source)
 
     def add_listener(self, listener: Callable[[PipelineUpdate], None]) -> None:
         """Call `listener` with every tick's update (the demo's terminal view uses this)."""
@@ -253,7 +259,10 @@ class Runtime:
             self.bus.put(int(k), float(self.pipeline.last_t[k]), math.nan, Quality.STALE)
         t = update.t_plant if math.isfinite(update.t_plant) else time.time()
         events = self.alarms.update(self._alarm_conditions(update), t)
-        update = replace(update, alarm_events=events, active_alarms=list(self.alarms.active.values()))
+        audit = [rec for source in self._audit_sources for rec in source()]
+        update = replace(
+            update, alarm_events=events, active_alarms=list(self.alarms.active.values()), control_audit=audit
+        )
         for binding, queue in zip(self.outputs, self.queues, strict=True):
             queue.put(update, binding.weight(update))
         self.latest = update

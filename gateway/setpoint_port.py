@@ -68,8 +68,31 @@ class WriteOutcome:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class SetpointReading:
+    """A setpoint node's current value and what the controller says about it.
+
+    `value` is None when it could not be read; `failure` and `detail` then say why.
+    """
+
+    node_id: str
+    value: Number | None
+    datatype: str | None
+    eurange: tuple[float, float] | None
+    failure: WriteFailure | None
+    detail: str
+
+
 class SetpointWriter(Protocol):
     """Writes one value to one controller node and reports the outcome; never raises."""
+
+    async def aclose(self) -> None:
+        """Close the session to the controller."""
+        ...
+
+    async def read(self, node_id: str) -> SetpointReading:
+        """The node's current value, DataType and EURange (as far as known); never raises."""
+        ...
 
     async def write(self, node_id: str, value: Number, *, tolerance: float | None = None) -> WriteOutcome:
         """Write `value` to `node_id`, read it back and compare.
@@ -81,4 +104,4 @@ class SetpointWriter(Protocol):
         ...
 
 
-__all__ = ["Number", "SetpointWriter", "WriteFailure", "WriteOutcome"]
+__all__ = ["Number", "SetpointReading", "SetpointWriter", "WriteFailure", "WriteOutcome"]

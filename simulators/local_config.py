@@ -8,11 +8,16 @@ so a changed example fails loudly here rather than silently pointing at the wron
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 
-def localize_config_text(text: str, *, opcua_port: int, mqtt_port: int, influx_url: str | None) -> str:
-    """Return `text` with the OPC-UA, MQTT and InfluxDB endpoints replaced."""
+def localize_config_text(
+    text: str, *, opcua_port: int, mqtt_port: int, influx_url: str | None, state_dir: Path | None = None
+) -> str:
+    """Return `text` with the OPC-UA, MQTT and InfluxDB endpoints replaced, and the control
+    audit log in `state_dir` when given (a test's audit trail stays in its own directory)."""
     rules = [
         (r'(url = "opc\.tcp://127\.0\.0\.1:)\d+(/)', rf"\g<1>{opcua_port}\g<2>"),
         (r"(?m)^(port = )1883\b", rf"\g<1>{mqtt_port}"),
@@ -23,6 +28,11 @@ def localize_config_text(text: str, *, opcua_port: int, mqtt_port: int, influx_u
         text, n = re.subn(pattern, repl, text)
         if n == 0:
             raise ValueError(f"config text has no endpoint matching {pattern!r}")
+    if state_dir is not None:
+        audit = json.dumps(str(state_dir / "audit.jsonl"))
+        text, n = re.subn(r"(?m)^\[control\]\n", f"[control]\naudit_log = {audit}\n", text)
+        if n == 0:
+            text = text.rstrip("\n") + f"\n\n[control]\naudit_log = {audit}\n"
     if influx_url is None:
         # No InfluxDB in this run: drop the whole [outputs.influxdb] table.
         text = re.sub(r"(?ms)^\[outputs\.influxdb\].*?(?=^\[)", "", text)

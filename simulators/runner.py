@@ -49,9 +49,15 @@ class TagBinding:
     factor: float
 
 
+# A state or count: the plant leaves the unit empty, a config may write "1" (UNECE C62).
+DIMENSIONLESS = frozenset({"", "1"})
+
+
 def unit_factor(plant_unit: str, tag_unit: str) -> float:
     """Factor from a plant unit to a tag unit; raises ValueError if they are not convertible."""
     if plant_unit == tag_unit:
+        return 1.0
+    if {plant_unit, tag_unit} <= DIMENSIONLESS:
         return 1.0
     for table in (TOTAL_UNITS, RATE_UNITS):
         if plant_unit in table and tag_unit in table:
@@ -250,6 +256,7 @@ async def run_simulator(
     ready: asyncio.Event | None = None,
     scenario: Scenario | None = None,
     broker: BrokerControl | None = None,
+    servers_out: list[SimOpcUaServer] | None = None,
 ) -> None:
     """Simulate the line until `hours` of plant time have passed, `stop` is set, or cancelled.
 
@@ -295,6 +302,9 @@ async def run_simulator(
                 refuse_write_timestamps=True,
             )
         )
+    if servers_out is not None:
+        # For tests: the servers' own counters prove what a client did (or did not) write.
+        servers_out.extend(servers)
     mqtt = SimMqttPublisher(config, known_signals=SIGNALS)
     by_driver = {
         name: [b for b in bindings if config.tags[config.tag_index(b.tag)].driver == name]

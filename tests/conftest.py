@@ -7,7 +7,9 @@ service start a private one instead of touching these.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +37,17 @@ def influx_proxy(influxdb: InfluxDB) -> Iterator[InfluxV2CompatProxy]:
     """The shipped nginx v2-compat config in front of `influxdb`: the URL for influxdb-client."""
     with InfluxV2CompatProxy(influxdb) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Gateway state (PKI, control audit log) of in-process and child gateways in a temporary
+    directory, never in the user's ~/.local/state."""
+    path = tmp_path_factory.mktemp("state")
+    before = os.environ.get("STATE_DIRECTORY")
+    os.environ["STATE_DIRECTORY"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("STATE_DIRECTORY", None)
+    else:
+        os.environ["STATE_DIRECTORY"] = before

@@ -170,6 +170,7 @@ def line(
         opcua_port=free_port(),
         mqtt_port=mosquitto.port,
         influx_url=influx_proxy.url,
+        state_dir=work,
     )
     config_path = work / "line.toml"
     config_path.write_text(text, encoding="utf-8")

@@ -37,7 +37,18 @@ from tests.mqtt_helpers import (
 pytestmark = pytest.mark.integration
 
 SETPOINT = "shr.feed_rate_sp"
-RESULT_KEYS = ["request_id", "setpoint", "status", "reason", "value", "readback", "duplicate", "decided_at"]
+RESULT_KEYS = [
+    "request_id",
+    "setpoint",
+    "status",
+    "reason",
+    "value",
+    "readback",
+    "duplicate",
+    "decided_at",
+    "code",
+    "previous",
+]
 
 
 class Accepting:
@@ -45,6 +56,10 @@ class Accepting:
 
     def __init__(self) -> None:
         self.calls: list[CommandRequest] = []
+        self.noted: list[CommandResult] = []
+
+    def note(self, result: CommandResult) -> None:
+        self.noted.append(result)
 
     async def handle(self, request: CommandRequest) -> CommandResult:
         self.calls.append(request)
@@ -61,6 +76,9 @@ class Accepting:
 
 class Exploding:
     """A handler that breaks its contract by raising."""
+
+    def note(self, result: CommandResult) -> None:
+        pass
 
     async def handle(self, request: CommandRequest) -> CommandResult:
         raise RuntimeError("boom")
@@ -110,6 +128,8 @@ async def test_control_disabled_answers_every_command_rejected(mosquitto: Broker
         "readback": None,
         "duplicate": False,
         "decided_at": None,
+        "code": "control_disabled",
+        "previous": None,
     }
     assert iso_ms(before - 1) <= result["decided_at"] <= iso_ms(time.time())
     assert (channel.received, channel.executed, channel.duplicates, channel.malformed) == (1, 1, 0, 0)
