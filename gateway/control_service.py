@@ -24,7 +24,17 @@ from gateway.commands import CommandRequest, CommandResult, CommandStatus, Comma
 from gateway.control_config import Control
 from gateway.interlock_monitor import InterlockMonitor
 from gateway.setpoint_port import SetpointWriter
-from gateway.write_guard import Armed, Decision, History, LastWrite, LiveState, Rejection, Verdict, decide
+from gateway.write_guard import (
+    Armed,
+    Decision,
+    History,
+    LastWrite,
+    LiveState,
+    Rejection,
+    Verdict,
+    decide,
+    request_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +105,16 @@ class GuardedControl:
     async def _handle(self, r: CommandRequest) -> CommandResult:
         c = self.control
         sp = c.setpoints.get(r.setpoint)
+        # Read-only views, not copies: the guard is pure, and the lock keeps them still.
+        history = History(self._seen, self._last_write, self._armed)
         live = LiveState(current=None, current_problem="not read", interlocks=())
-        if c.enabled and sp is not None:
-            live = await self._live(r.setpoint)
         now = self.clock()
-        history = History(frozenset(self._seen), dict(self._last_write), dict(self._armed))
-        decision = decide(r, c, live, history, self.keys, now)
+        decision = request_problem(r, c, history, self.keys, now)
+        if decision is None:
+            # Only a command that passes every request check costs a read of the controller.
+            live = await self._live(r.setpoint)
+            now = self.clock()
+            decision = decide(r, c, live, history, self.keys, now)
         self._seen.add(r.request_id)
         written: float | None = None
         readback: float | None = None
@@ -168,30 +182,22 @@ class GuardedControl:
         write_status: str | None,
         node_id: str | None,
     ) -> None:
-        record = {
-            "at": _iso(result.decided_at),
-            "decided_at_epoch": result.decided_at,
-            "request_id": r.request_id,
-            "operator": r.operator,
-            "setpoint": r.setpoint,
-            "node_id": node_id,
-            "step": str(r.step),
-            "value": r.value,
-            "issued_at": _iso(r.issued_at),
-            "received_at": _iso(r.received_at),
-            "signed": r.signature is not None,
-            "previous": result.previous,
-            "decision": str(result.status),
-            "code": result.code,
-            "reason": result.reason,
-            "guard": decision.reason,
-            "written": written,
-            "write_status": write_status,
-            "readback": result.readback,
-            "dry_run": self.control.dry_run,
-        }
-        full = self.audit.append(record)
-        self.pending_audit.append(full)
+        self._append(
+            result,
+            request_id=r.request_id,
+            operator=r.operator,
+            node_id=node_id,
+            step=str(r.step),
+            issued_at=_iso(r.issued_at),
+            received_at=_iso(r.received_at),
+            signed=r.signature is not None,
+            previous=result.previous,
+            decision=str(result.status),
+            code=result.code,
+            guard=decision.reason,
+            written=written,
+            write_status=write_status,
+        )
         level = (
             logging.INFO
             if result.status in (CommandStatus.ACCEPTED, CommandStatus.ARMED)
@@ -210,24 +216,28 @@ class GuardedControl:
 
     def note(self, result: CommandResult) -> None:
         """Audit a result the transport decided (malformed, or a duplicate request id)."""
+        self._append(
+            result,
+            request_id=result.request_id or None,
+            # A duplicate repeats an earlier decision; it is not one itself.
+            decision="duplicate" if result.duplicate else str(result.status),
+            first_decision=str(result.status) if result.duplicate else None,
+            code="duplicate" if result.duplicate else "malformed",
+            duplicate=result.duplicate,
+            written=None,
+        )
+
+    def _append(self, result: CommandResult, **fields: Any) -> None:
+        """One audit record: what every record says about a result, then `fields`."""
         record = {
             "at": _iso(result.decided_at),
             "decided_at_epoch": result.decided_at,
-            "request_id": result.request_id or None,
-            "operator": None,
             "setpoint": result.setpoint,
-            "node_id": None,
-            "step": None,
             "value": result.value,
-            # A duplicate repeats an earlier decision; it is not one itself.
-            "decision": "duplicate" if result.duplicate else str(result.status),
-            "first_decision": str(result.status) if result.duplicate else None,
-            "code": "duplicate" if result.duplicate else "malformed",
             "reason": result.reason,
-            "duplicate": result.duplicate,
-            "written": None,
             "readback": result.readback,
             "dry_run": self.control.dry_run,
+            **fields,
         }
         self.pending_audit.append(self.audit.append(record))
 

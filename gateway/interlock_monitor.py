@@ -71,6 +71,7 @@ class InterlockMonitor:
         self._by_tag: dict[int, list[int]] = {}
         for j, il in enumerate(self._interlocks):
             self._by_tag.setdefault(self._names[il.tag], []).append(j)
+        self._watched = np.fromiter(self._by_tag, np.int64, len(self._by_tag))
 
     def observe(self, update: PipelineUpdate) -> None:
         """Take one tick's conditioned samples (a runtime listener)."""
@@ -82,7 +83,7 @@ class InterlockMonitor:
         if not self._by_tag or len(tag) == 0:
             return
         now = self.clock()
-        wanted = np.isin(tag, np.fromiter(self._by_tag, np.int64))
+        wanted = np.isin(tag, self._watched)
         for k, ts, v, q in zip(tag[wanted], t[wanted], value[wanted], quality[wanted], strict=True):
             self._sample(int(k), float(ts), float(v), int(q), now)
 

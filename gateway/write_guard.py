@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -81,7 +82,7 @@ class Armed:
 class History:
     """What the guard remembers between commands (rebuilt from the audit log on start)."""
 
-    seen_request_ids: frozenset[str] = frozenset()
+    seen_request_ids: AbstractSet[str] = frozenset()
     last_write: Mapping[str, LastWrite] = field(default_factory=dict)
     armed: Mapping[str, Armed] = field(default_factory=dict)
 
@@ -106,25 +107,11 @@ def decide(
     now: float,
 ) -> Decision:
     """Accept (write, or arm) or reject one command; see the module docstring for the order."""
+    refused = request_problem(request, control, history, keys, now)
+    if refused is not None:
+        return refused
     r = request
-    if not control.enabled:
-        return Decision.reject(
-            Rejection.CONTROL_DISABLED, "control disabled: this gateway writes no setpoints"
-        )
-    sp = control.setpoints.get(r.setpoint)
-    if sp is None:
-        return Decision.reject(Rejection.NOT_ALLOWLISTED, f"{r.setpoint} is not a writable setpoint")
-    if r.request_id in history.seen_request_ids:
-        return Decision.reject(Rejection.REPLAYED, f"request id {r.request_id!r} was already used")
-    expired = _expiry_problem(r, control, now)
-    if expired is not None:
-        return Decision.reject(Rejection.EXPIRED, expired)
-    auth = _auth_problem(r, control, sp, keys)
-    if auth is not None:
-        return auth
-    two_step = _two_step_problem(r, control, sp, history, now)
-    if two_step is not None:
-        return Decision.reject(Rejection.NOT_ARMED, two_step)
+    sp = control.setpoints[r.setpoint]
     lo, hi = sp.range
     if live.eurange is not None:
         elo, ehi = live.eurange
@@ -167,9 +154,9 @@ def decide(
                     f"{step:g} {sp.unit} in {elapsed:.1f} s is {rate:g} {sp.unit}/min, "
                     f"more than {sp.max_rate_per_min:g}",
                 )
-    failed = [s for s in live.interlocks if not s.holds]
     if len(live.interlocks) != len(sp.interlocks):
         return Decision.reject(Rejection.INTERLOCK_STALE, "interlock status missing")
+    failed = [s for s in live.interlocks if not s.holds]
     if failed:
         stale = [s for s in failed if s.stale]
         first = (stale or failed)[0]
@@ -178,6 +165,38 @@ def decide(
     if sp.critical and r.step is CommandStep.ARM:
         return Decision(Verdict.ARM, f"armed: execute within {control.arm_window_s:g} s")
     return Decision(Verdict.WRITE, "all checks passed")
+
+
+def request_problem(
+    request: CommandRequest,
+    control: Control,
+    history: History,
+    keys: Mapping[str, bytes],
+    now: float,
+) -> Decision | None:
+    """The rejection found from the request alone (enabled, allowlist, replay, expiry,
+    signature, role, two steps), else None. Needs no I/O: a command refused here never makes
+    the gateway read the controller."""
+    r = request
+    if not control.enabled:
+        return Decision.reject(
+            Rejection.CONTROL_DISABLED, "control disabled: this gateway writes no setpoints"
+        )
+    sp = control.setpoints.get(r.setpoint)
+    if sp is None:
+        return Decision.reject(Rejection.NOT_ALLOWLISTED, f"{r.setpoint} is not a writable setpoint")
+    if r.request_id in history.seen_request_ids:
+        return Decision.reject(Rejection.REPLAYED, f"request id {r.request_id!r} was already used")
+    expired = _expiry_problem(r, control, now)
+    if expired is not None:
+        return Decision.reject(Rejection.EXPIRED, expired)
+    auth = _auth_problem(r, control, sp, keys)
+    if auth is not None:
+        return auth
+    two_step = _two_step_problem(r, control, sp, history, now)
+    if two_step is not None:
+        return Decision.reject(Rejection.NOT_ARMED, two_step)
+    return None
 
 
 def _eps(x: float) -> float:
@@ -251,4 +270,14 @@ def _two_step_problem(
     return None
 
 
-__all__ = ["Armed", "Decision", "History", "LastWrite", "LiveState", "Rejection", "Verdict", "decide"]
+__all__ = [
+    "Armed",
+    "Decision",
+    "History",
+    "LastWrite",
+    "LiveState",
+    "Rejection",
+    "Verdict",
+    "decide",
+    "request_problem",
+]
