@@ -337,7 +337,9 @@ async def main(args: argparse.Namespace) -> None:
 
         def on_tick(update: PipelineUpdate) -> None:
             now = time.time()
-            to_tick.extend((now, now - sig.t) for sig in update.signals if sig.name.startswith("bench."))
+            to_tick.extend(
+                (now, now - t) for name, _, t, _, _ in update.signal_rows() if name.startswith("bench.")
+            )
 
         async def sample() -> None:
             while True:

@@ -114,11 +114,18 @@ def _flow_fields(flow: FlowFigure) -> list[str]:
     )
 
 
+def _yield_figures(update: PipelineUpdate) -> list[tuple[str, YieldFigure]]:
+    """(kpi tag, figure) of every yield figure in an update: rolling, running shift, ended shifts."""
+    out = [] if update.yield_rolling is None else [("yield_rolling", update.yield_rolling)]
+    if update.yield_shift is not None:
+        out.append(("yield_shift", update.yield_shift))
+    out += [("yield_shift_final", f) for f in update.shifts_completed]
+    return out
+
+
 def points_in(update: PipelineUpdate) -> int:
     """Points `update` makes in InfluxDB: the weight it carries in the output queue."""
-    n = len(update.samples)
-    if update.yield_rolling is not None:
-        n += 1
+    n = len(update.samples) + len(_yield_figures(update))
     if update.flows is not None and _flow_fields(update.flows):
         n += 1
     return n + len(update.control_audit)
@@ -146,8 +153,7 @@ class InfluxOutputDriver:
     def lines(self, update: PipelineUpdate) -> list[str]:
         """Line-protocol lines (ms timestamps) for one update."""
         out = self._signal_lines(update)
-        if update.yield_rolling is not None:
-            out.append(self._kpi_line(update.yield_rolling))
+        out += [self._kpi_line(kpi, fig) for kpi, fig in _yield_figures(update)]
         if update.flows is not None:
             fields = _flow_fields(update.flows)
             if fields:
@@ -199,7 +205,7 @@ class InfluxOutputDriver:
                 append(f'{prefix}quality="{label}" {ms}')
         return out
 
-    def _kpi_line(self, fig: YieldFigure) -> str:
+    def _kpi_line(self, kpi: str, fig: YieldFigure) -> str:
         fields = _float_fields(
             ("value", None if fig.value is None else fig.value * 100.0),
             ("uncertainty", None if fig.uncertainty is None else fig.uncertainty * 100.0),
@@ -211,7 +217,9 @@ class InfluxOutputDriver:
             ("black_mass_t", fig.black_mass_t),
         )
         fields.append(f"quality={_string_field(_quality_label(int(fig.quality)))}")
-        tags = f"basis={escape_tag(fig.basis)},kpi=yield_rolling,{self._series_tags}"
+        if fig.horizon == "shift":
+            fields.append(f"shift={_string_field(fig.label)}")
+        tags = f"basis={escape_tag(fig.basis)},kpi={kpi},{self._series_tags}"
         return f"kpi,{tags} {','.join(fields)} {_ms(fig.t)}"
 
     # -- delivery ---------------------------------------------------------------------------

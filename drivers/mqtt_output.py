@@ -58,7 +58,7 @@ from drivers.operator_topics import (
     event_messages,
     kpi_messages,
     shutdown_payload,
-    signal_payload,
+    signal_payloads,
     signal_topic,
     significant_change,
     status_topic,
@@ -193,8 +193,12 @@ class MqttOperatorOutput:
 
     def _fold(self, update: PipelineUpdate) -> None:
         try:
-            signals = [(signal_topic(self.base, s.name), s) for s in update.signals]
-            payloads = [signal_payload(s) for s in update.signals]
+            # Rows, not SignalState objects: a pipeline tick hands its signals over as columns.
+            rows = update.signal_rows()
+            signals = [
+                (signal_topic(self.base, row[0]), row, payload)
+                for row, payload in zip(rows, signal_payloads(rows), strict=True)
+            ]
             others = kpi_messages(update, self.base)
             others.update(alarm_state_messages(update, self.base))
             events = event_messages(update)
@@ -204,12 +208,12 @@ class MqttOperatorOutput:
             self.bad_updates += 1
             log.exception("mqtt output: could not build payloads for an update; skipped")
             return
-        for (topic, s), payload in zip(signals, payloads, strict=True):
-            state = (s.value, int(s.quality))
+        for topic, (name, _, _, value, quality), payload in signals:
+            state = (value, quality)
             self.latest[topic] = payload
             self._latest_state[topic] = state
             sent = self._sent_state.get(topic)
-            if sent is not None and not significant_change(*sent, *state, self._deadband.get(s.name, 0.0)):
+            if sent is not None and not significant_change(*sent, *state, self._deadband.get(name, 0.0)):
                 # What the broker holds is still within the deadband of the newest value.
                 self._dirty.pop(topic, None)
                 if self._sent.get(topic) != payload:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
@@ -282,6 +284,11 @@ class YieldSettings(Model):
     bin_s: float = Field(default=10.0, ge=0.1, le=600)
     # A longer silence between two samples of a balance stream makes that stretch not good.
     max_gap_s: float = Field(default=120.0, gt=0)
+    # Shift calendar for the per-shift yield: shifts of shift_h hours from shift_start, local
+    # wall time in `timezone` (an IANA name), every day.
+    shift_h: float = Field(default=8.0, gt=0, le=24)
+    shift_start: dt_time = dt_time(6, 0)
+    timezone: str = "UTC"
 
     @model_validator(mode="after")
     def _check(self) -> YieldSettings:
@@ -292,6 +299,12 @@ class YieldSettings(Model):
             )
         if self.max_gap_s < self.bin_s:
             raise ValueError("max_gap_s: must be at least bin_s")
+        if (24 / self.shift_h) != round(24 / self.shift_h):
+            raise ValueError(f"shift_h: {self.shift_h} h does not divide a day into whole shifts")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown time zone '{self.timezone}' (use an IANA name)") from None
         return self
 
 

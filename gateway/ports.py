@@ -9,9 +9,9 @@ values to republish, for instance), lives across those calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import numpy as np
 
@@ -61,9 +61,78 @@ class SignalState:
     quality: Quality
 
 
+# One signal as plain Python scalars: (name, unit, t, value, quality code). What per-tag
+# publishers read instead of a `SignalState`, which costs an object (and an enum) per tag.
+SignalRow = tuple[str, str, float, float, int]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SignalColumns(Sequence[SignalState]):
+    """Latest state of the tags that changed in a tick, columnar: what the pipeline hands out.
+
+    Row i is tag `tag[i]` (an index into `names` and `units`) with its newest t, value and
+    quality. A tick builds only these arrays; as a `Sequence[SignalState]` it makes a
+    `SignalState` for a row only when one is asked for. Publishers that go tag by tag read
+    `rows()` instead. The arrays are a snapshot: later ticks do not change them.
+    """
+
+    tag: np.ndarray  # int64 tag index, ascending
+    t: np.ndarray  # float64, plant time of the tag's newest sample
+    value: np.ndarray  # float64
+    quality: np.ndarray  # int8, Quality codes
+    names: Sequence[str]  # tag index -> name
+    units: Sequence[str]  # tag index -> unit
+
+    def __len__(self) -> int:
+        return int(self.tag.shape[0])
+
+    @overload
+    def __getitem__(self, i: int) -> SignalState: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[SignalState]: ...
+
+    def __getitem__(self, i: int | slice) -> SignalState | list[SignalState]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        k = int(self.tag[i])
+        return SignalState(
+            name=self.names[k],
+            unit=self.units[k],
+            t=float(self.t[i]),
+            value=float(self.value[i]),
+            quality=Quality(int(self.quality[i])),
+        )
+
+    def __iter__(self) -> Iterator[SignalState]:
+        for name, unit, t, value, quality in self.rows():
+            yield SignalState(name, unit, t, value, Quality(quality))
+
+    def rows(self) -> list[SignalRow]:
+        """Every row as Python scalars, converted column by column (no per-row numpy access)."""
+        names, units = self.names, self.units
+        return [
+            (names[k], units[k], t, value, quality)
+            for k, t, value, quality in zip(
+                self.tag.tolist(), self.t.tolist(), self.value.tolist(), self.quality.tolist(), strict=True
+            )
+        ]
+
+    @staticmethod
+    def empty() -> SignalColumns:
+        return SignalColumns(
+            tag=np.empty(0, np.int64),
+            t=np.empty(0, np.float64),
+            value=np.empty(0, np.float64),
+            quality=np.empty(0, np.int8),
+            names=(),
+            units=(),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class YieldFigure:
-    """Rolling black-mass yield over a window ending at `t` (plant time)."""
+    """Black-mass yield over a window ending at `t` (plant time): the rolling window or a shift."""
 
     t: float
     value: float | None  # mass fraction, BM / feed; None when it cannot be computed
@@ -76,6 +145,9 @@ class YieldFigure:
     basis: str
     feed_t: float  # feed mass in the (delay-shifted) window
     black_mass_t: float  # black-mass out in the window
+    horizon: str = "rolling"  # "rolling" (window_h ending at t) or "shift"
+    label: str = ""  # shift: its local start, ISO 8601
+    final: bool = True  # shift: False while the shift is still running
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +185,27 @@ class PipelineUpdate:
     """What one pipeline tick hands to every output."""
 
     t_plant: float  # newest plant time seen
-    signals: list[SignalState]  # tags that changed this tick, latest value each
+    # Tags that changed this tick, latest value each: a `SignalColumns` from the pipeline (no
+    # objects built), any sequence of `SignalState` from elsewhere (tests, tools).
+    signals: Sequence[SignalState]
     samples: SampleColumns
     yield_rolling: YieldFigure | None
     flows: FlowFigure | None
+    # The running shift's yield so far, and the final figure of every shift that ended this tick.
+    yield_shift: YieldFigure | None = None
+    shifts_completed: list[YieldFigure] = field(default_factory=list)
     tag_names: list[str] = field(default_factory=list)  # index -> name, for `samples`
     alarm_events: list[AlarmEvent] = field(default_factory=list)  # raised or cleared this tick
     active_alarms: list[Alarm] = field(default_factory=list)  # everything active after it
     # Control audit records decided since the last tick (see gateway.control_service), for the
     # historian; the audit log file holds them already.
     control_audit: list[dict[str, Any]] = field(default_factory=list)
+
+    def signal_rows(self) -> list[SignalRow]:
+        """`signals` as plain rows; from the columns directly when the pipeline built them."""
+        if isinstance(self.signals, SignalColumns):
+            return self.signals.rows()
+        return [(s.name, s.unit, s.t, s.value, int(s.quality)) for s in self.signals]
 
 
 class OutputDriver(Protocol):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from gateway.config import LineConfig
-from gateway.ports import PipelineUpdate, SignalState, YieldFigure
+from gateway.ports import PipelineUpdate, SignalRow, YieldFigure
 from gateway.samples import Quality
 
 if TYPE_CHECKING:
@@ -87,11 +87,11 @@ class TerminalView:
         self.every_s = every_s
         self._last = 0.0
         self._truth = _TruthTail(truth_path) if truth_path is not None else None
-        self._signals: dict[str, SignalState] = {}
+        # Tag name -> its latest row; rows, not SignalState objects, since this runs every tick.
+        self._signals: dict[str, SignalRow] = {}
 
     def on_update(self, update: PipelineUpdate) -> None:
-        for s in update.signals:
-            self._signals[s.name] = s
+        self._signals.update((row[0], row) for row in update.signal_rows())
         now = time.monotonic()
         if now - self._last < self.every_s:
             return
@@ -142,10 +142,10 @@ class TerminalView:
             if true is not None:
                 ys += f" (truth {true * 100:.2f}%)"
             return f"{plant} yield {ys} | {flows} | {health}\n"
+        shown = [row for t in self.config.tags if (row := self._signals.get(t.name)) is not None]
         rows = [
-            f"  {s.name:20} {s.value:12.3f} {s.unit:6} {_q(s.quality, True)}"
-            for s in (self._signals.get(t.name) for t in self.config.tags)
-            if s is not None
+            f"  {name:20} {value:12.3f} {unit:6} {_q(Quality(quality), True)}"
+            for name, unit, _, value, quality in shown
         ]
         body = [
             f"linegate demo · line {self.config.line.name} · Ctrl-C to stop",

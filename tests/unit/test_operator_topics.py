@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.operator_topics import (
     DELETE_RETAINED,
@@ -29,6 +32,8 @@ from drivers.operator_topics import (
     iso_ms,
     shutdown_payload,
     signal_payload,
+    signal_payloads,
+    signal_row_payload,
     signal_topic,
     significant_change,
     status_topic,
@@ -39,7 +44,7 @@ from drivers.operator_topics import (
 from gateway.alarms import Alarm, AlarmEvent, Severity
 from gateway.commands import CommandResult, CommandStatus
 from gateway.config import LineConfig, MqttOutput, Outputs, load_config
-from gateway.ports import FlowFigure, SignalState
+from gateway.ports import FlowFigure, PipelineUpdate, SampleColumns, SignalColumns, SignalRow, SignalState
 from gateway.samples import Quality
 from tests.builders import pipeline_update, yield_figure
 
@@ -159,6 +164,82 @@ def test_update_messages_name_every_topic_an_update_sets() -> None:
         f"{BASE}/kpi/black_mass_rate": flow_payloads(flows)["kpi/black_mass_rate"],
     }
     assert update_messages(pipeline_update(t_plant=T0), BASE) == {}
+
+
+def test_signal_topics_of_a_pipeline_tick_come_from_its_columns_byte_for_byte() -> None:
+    # A pipeline tick hands its changed tags over as columns over the config's tag list.
+    index = {name: CONFIG.tag_index(name) for name in ("gas.h2", "shr.power", "dry.jacket_temp")}
+    order = sorted(index, key=index.__getitem__)
+    rows = {
+        "gas.h2": (T0, 5.5, Quality.GOOD),
+        "shr.power": (T0 - 0.25, math.nan, Quality.BAD),
+        "dry.jacket_temp": (T0 - 30, 71.25, Quality.STALE),
+    }
+    columns = SignalColumns(
+        tag=np.array([index[n] for n in order], np.int64),
+        t=np.array([rows[n][0] for n in order]),
+        value=np.array([rows[n][1] for n in order]),
+        quality=np.array([rows[n][2] for n in order], np.int8),
+        names=[t.name for t in CONFIG.tags],
+        units=[t.unit for t in CONFIG.tags],
+    )
+    update = PipelineUpdate(
+        t_plant=T0, signals=columns, samples=SampleColumns.empty(), yield_rolling=None, flows=None
+    )
+    assert update_messages(update, BASE) == {
+        f"{BASE}/signals/gas.h2": (
+            b'{"value":5.5,"unit":"ppm","quality":"good","timestamp":"2024-05-01T12:00:00.000Z"}'
+        ),
+        f"{BASE}/signals/shr.power": (
+            b'{"value":null,"unit":"kW","quality":"bad","timestamp":"2024-05-01T11:59:59.750Z"}'
+        ),
+        f"{BASE}/signals/dry.jacket_temp": (
+            '{"value":71.25,"unit":"°C","quality":"stale","timestamp":"2024-05-01T11:59:30.000Z"}'.encode()
+        ),
+    }
+    # The same bytes as the objects the columns stand for.
+    assert update_messages(update, BASE) == {
+        signal_topic(BASE, s.name): signal_payload(s)
+        for s in pipeline_update(t_plant=T0, signals=columns).signals
+    }
+
+
+def test_signal_row_payload_refuses_an_unknown_quality_as_signal_payload_did() -> None:
+    with pytest.raises(ValueError, match="Quality"):
+        signal_row_payload(("gas.h2", "ppm", T0, 5.5, 9))
+    with pytest.raises(ValueError, match="Quality"):
+        signal_payloads([("gas.h2", "ppm", T0, 5.5, 9)])
+
+
+# Plant times: ordinary ones, the edges of what numpy formats like iso_ms (years 1000 and 9999),
+# times before and beyond them, and times that are no date at all.
+PLANT_TIMES = st.one_of(
+    st.floats(T0 - 1e6, T0 + 1e6),
+    st.floats(-1e12, 1e12),
+    st.sampled_from([-30_610_224_000.0, -30_610_224_000.0005, 253_402_300_799.999, 253_402_300_799.9996]),
+    st.sampled_from([-62_135_596_800.0, 253_402_300_800.0, -0.0005, 0.0005, -1.5]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+SIGNAL_ROWS = st.tuples(
+    st.text(max_size=3),
+    st.one_of(st.sampled_from(["ppm", "°C", "vol%", ""]), st.text(max_size=4)),
+    PLANT_TIMES,
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-0.0, 1e16, 1e-7, 0.1 + 0.2])),
+    st.sampled_from([0, 1, 2, 3]),
+)
+
+
+@given(st.lists(SIGNAL_ROWS, max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_signal_payloads_equal_the_one_by_one_payloads_byte_for_byte(rows: list[SignalRow]) -> None:
+    try:
+        want = [signal_row_payload(row) for row in rows]
+    except (ValueError, OverflowError, UnicodeEncodeError) as exc:
+        # A time too large to hold in ms, a unit no UTF-8 can carry: both refuse it alike.
+        with pytest.raises(type(exc)):
+            signal_payloads(rows)
+        return
+    assert signal_payloads(rows) == want
 
 
 # -- alarms ---------------------------------------------------------------------------------------
