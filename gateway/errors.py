@@ -19,6 +19,10 @@ class ConfigError(LinegateError):
         lines = [f"{path}: {key}: {reason}" for key, reason in problems]
         super().__init__("\n".join(lines))
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, list[tuple[str, str]]]]:
+        # Rebuilt from its parts, so it crosses process boundaries (the accuracy report's pool).
+        return (ConfigError, (self.path, self.problems))
+
 
 class RetryableError(LinegateError):
     """A driver lost or could not reach its peer; the runtime retries with backoff."""

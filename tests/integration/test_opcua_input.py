@@ -137,7 +137,8 @@ async def test_absolute_deadband_is_applied_by_the_server() -> None:
         for v in (124.5, 100.0, 100.5, 102.0, 102.5, 104.0):
             await r.publish({"shr.power": v, "shr.current": v})
             await r.sink.wait_for(f"the neighbour's {v}", lambda v=v: r.sink.of(kc)[-1].value == v)
-        assert r.values_of("shr.power") == [125.0, 100.0, 102.0, 104.0]
+        # 200 is the rig's start value (mid-range of [0, 400]); 124.5 moved by more than 1.
+        assert r.values_of("shr.power") == [200.0, 124.5, 100.0, 102.0, 104.0]
         assert r.values_of("shr.current")[1:] == [124.5, 100.0, 100.5, 102.0, 102.5, 104.0]
 
 
@@ -152,17 +153,19 @@ async def wait_polls(driver: OpcUaInputDriver, n: int, deadline_s: float = 10.0)
 
 
 async def test_a_refused_percent_deadband_falls_back_to_polling_with_the_deadband_applied_here() -> None:
-    # shr.power has range [0, 250]: 2 % is 5 kW. The simulated PLC refuses PercentDeadband.
-    deadband = {"shr.power": {"deadband": "percent", "deadband_value": 2.0, "sampling_interval_ms": 50}}
+    # shr.power has range [0, 400]: 1.25 % is 5 kW. The simulated PLC refuses PercentDeadband.
+    deadband = {"shr.power": {"deadband": "percent", "deadband_value": 1.25, "sampling_interval_ms": 50}}
     async with rig(lambda p: plc_config(p, monitoring=deadband)) as r:
         assert r.driver.polled == ["shr.power"]
-        await r.sink.wait_for("the first polled value", lambda: r.values_of("shr.power") == [125.0])
+        await r.sink.wait_for("the first polled value", lambda: r.values_of("shr.power") == [200.0])
+        await r.publish({"shr.power": 125.0})
+        await r.sink.wait_for("the move to 125", lambda: r.values_of("shr.power") == [200.0, 125.0])
         # Against the last *reported* value: 128 and then 134 stay within 5 kW of 125 and 131.
         for v, expected in (
-            (128.0, [125.0]),
-            (131.0, [125.0, 131.0]),
-            (134.0, [125.0, 131.0]),
-            (140.0, [125.0, 131.0, 140.0]),
+            (128.0, [200.0, 125.0]),
+            (131.0, [200.0, 125.0, 131.0]),
+            (134.0, [200.0, 125.0, 131.0]),
+            (140.0, [200.0, 125.0, 131.0, 140.0]),
         ):
             await r.publish({"shr.power": v})
             await wait_polls(r.driver, 2)

@@ -23,7 +23,7 @@ CASES = {
         "drivers.iot.max_payload_byte",
         "unknown key",
     ),
-    "range_inverted": (("range = [0, 250]", "range = [250, 0]"), "tags[2].range", "must be below max"),
+    "range_inverted": (("range = [0, 400]", "range = [400, 0]"), "tags[2].range", "must be below max"),
     "unknown_driver": (
         ('driver = "plc"\nnode_id = "ns=2;s=shr.power"', 'driver = "plcc"\nnode_id = "ns=2;s=shr.power"'),
         "tags[2] (shr.power).driver",
@@ -35,7 +35,7 @@ CASES = {
         "shorter than twice the transport delay",
     ),
     "two_feed_streams": (
-        ('unit = "t/h"\nrange = [0, 2.5]', 'unit = "t/h"\nrange = [0, 2.5]\nrole = "feed"\nkind = "rate"'),
+        ('unit = "t/h"\nrange = [0, 1.5]', 'unit = "t/h"\nrange = [0, 1.5]\nrole = "feed"\nkind = "rate"'),
         "tags",
         "exactly one tag must have role = 'feed' (found 2)",
     ),
@@ -57,7 +57,7 @@ CASES = {
     "toml_syntax": (("[yield]", "[yield"), "(syntax)", "Expected ']'"),
     "wrong_type": (("tick_ms = 250", 'tick_ms = "fast"'), "runtime.tick_ms", "valid integer"),
     "kind_on_signal": (
-        ('unit = "kW"\nrange = [0, 250]', 'unit = "kW"\nrange = [0, 250]\nkind = "rate"'),
+        ('unit = "kW"\nrange = [0, 400]', 'unit = "kW"\nrange = [0, 400]\nkind = "rate"'),
         "tags[2].kind",
         "only feed and black_mass streams have a kind",
     ),
