@@ -146,6 +146,9 @@ def _s(unit: str, description: str, rate_s: float | None = 1.0, kind: SignalKind
 SIGNALS: dict[str, SignalInfo] = {
     # --- feed ---
     "feed.item_mass": _s("kg", "last airlock batch on the platform scale (modules)", None),
+    "feed.scale_total": _s(
+        "kg", "airlock platform scale totalizer: cumulative mass of the batches weighed", 1.0, "total"
+    ),
     "feed.lot_id": _s("", "number of the lot being fed (L00012 -> 12)", None, "id"),
     "feed.type": _s(
         "", "feed type code of the lot being fed (1 module, 2 cells, 3 electrode)", None, "state"
@@ -750,6 +753,7 @@ class Plant:
         e = self.energy
         return {
             "feed.item_mass": feeder.item_mass_kg,
+            "feed.scale_total": feeder.scale_total_kg,
             "feed.lot_id": float(lot.index + 1),
             "feed.type": float(lot.feed_type.code),
             "bw_feed.rate": self.feed_rate_tph,

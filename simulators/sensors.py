@@ -103,6 +103,10 @@ DEFAULT_SENSOR_SPECS: dict[str, SensorSpec] = {
     "dust.mass": SensorSpec(noise_abs=5.0),
     "bag.net_mass": SensorSpec(noise_abs=1.0, quantum=0.1),
     "bm.moisture": SensorSpec(noise_abs=0.2),
+    # The reference the feed weigher is checked against at batch boundaries: exact but for its
+    # 0.1 kg display. A static scale's ~0.05 % error is left out on purpose (no span_bias):
+    # SensorSpec's is fixed, not drawn per seed, and the reference must not drift the check.
+    "feed.scale_total": SensorSpec(quantum=0.1),
 }
 
 # The signals whose noise comes from the original single block of normals per call, in its

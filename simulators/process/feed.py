@@ -7,7 +7,10 @@ batch boundary; the next starts on the next step), which keeps lot attribution e
 Discrete feed (modules): at the start of each airlock cycle (1-3 min, drawn per cycle) the
 operator loads whole items (20-60 kg each) onto the airlock platform scale until the batch
 covers what the setpoint asks for over the cycle plus what earlier batches fell short (never
-more than the platform's 600 kg); the batch then crosses the weigher evenly over the cycle. Continuous feed (scrap): the feeder rate times
+more than the platform's 600 kg); the batch then crosses the weigher evenly over the cycle. The
+platform scale's totalizer (`scale_total_kg`, what the PLC sums) steps up by the batch's true
+mass as it is weighed, so at the next batch, once this one has crossed, the weigher's total
+has grown by exactly that much. Continuous feed (scrap): the feeder rate times
 an AR(1) surge (1-sigma 10 %: ±20 % at 2 sigma). Either way the airlock cycles while feeding,
 and each cycle lets a little air in (see `inerting`).
 
@@ -87,6 +90,7 @@ class Feeder:
         self.surge = 0.0
         self.credit_kg = 0.0
         self.item_mass_kg = 0.0  # last batch on the airlock platform scale
+        self.scale_total_kg = 0.0  # every batch weighed on it (continuous feed never is)
         self.items = 0
         self.airlock_cycles = 0
         self.cycled = False  # an airlock cycle started this step
@@ -97,6 +101,11 @@ class Feeder:
         self.lot: Lot = self._draw_lot()
         self._lot_unbatched_kg = self.lot.mass_kg  # mass of the lot not yet fed or batched
         self._lot_fed_kg = 0.0
+
+    @property
+    def batch_on_belt_kg(self) -> float:
+        """Of the batches weighed, the mass not yet over the belt weigher (waits while stopped)."""
+        return self._batch_left_kg
 
     # --- lots --------------------------------------------------------------------------------
     def _draw_lot(self) -> Lot:
@@ -118,7 +127,8 @@ class Feeder:
 
     def change_lot_type(self, feed_type: FeedType | None) -> None:
         """From now on lots are of `feed_type` (None: the mix); the current lot closes now and a
-        batch still on the belt goes back to the store."""
+        batch still on the belt goes back to the store (it stays in the scale total: it was
+        weighed, it just never reaches the weigher)."""
         self.override = feed_type
         self._next_lot()
 
@@ -175,7 +185,7 @@ class Feeder:
     def _load_batch(self, cycle_steps: int) -> None:
         """Whole items of the current lot onto the platform until they cover the credit."""
         if self._batch_left_kg > 0.0:
-            return  # the belt stopped during the last cycle: that batch goes first
+            return  # the belt stopped during the last cycle: that batch goes first, nothing is weighed
         lo, hi = self.lot.feed_type.item_mass_kg
         batch = 0.0
         n = 0
@@ -193,6 +203,7 @@ class Feeder:
         self.credit_kg -= batch
         self.items += n
         self.item_mass_kg = batch
+        self.scale_total_kg += batch  # the true mass, the lot's cut last item included
         self._batch_left_kg = batch
         self._batch_steps_left = cycle_steps
 

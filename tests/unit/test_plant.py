@@ -4,6 +4,7 @@ The process sub-models have their own tests in tests/unit/test_process_*.py."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import tomllib
 from pathlib import Path
@@ -60,6 +61,8 @@ def test_default_line_matches_the_brief() -> None:
         assert info.kind in ("analog", "total", "counter", "state", "id")
         assert info.rate_s is None or info.rate_s in (1.0, 2.0, 5.0, 10.0)
     assert all(isinstance(v, float) and math.isfinite(v) for v in plant.signals().values())
+    scale = SIGNALS["feed.scale_total"]
+    assert (scale.unit, scale.kind, scale.rate_s) == ("kg", "total", 1.0)
 
 
 def test_a_changed_step_keeps_the_delays_whole() -> None:
@@ -109,6 +112,38 @@ def test_same_seed_same_truth_bytes_other_seed_differs(tmp_path: Path) -> None:
     a, b, c = ((tmp_path / f"{n}.jsonl").read_bytes() for n in "abc")
     assert a == b
     assert a != c
+
+
+# A pin of seed 3's first 2 h, taken before `feed.scale_total` existed: every signal that was
+# there then (at every step), the sensor readings of those signals (every 10 s) and the
+# truth file's bytes. A new signal must not move any plant or sensor random stream; a change
+# that does, or that changes the physics on purpose, shows here. If the physics is changed on
+# purpose, re-pin; if a signal is added, add it to SIGNALS_ADDED_AFTER_PIN instead.
+SIGNALS_ADDED_AFTER_PIN = frozenset({"feed.scale_total"})
+PIN_SEED, PIN_HOURS = 3, 2
+PINNED_SIGNALS_SHA256 = "20ab6360606bbca46e74b53e7fdd8f8b96fd6af43fed9b986c9614af06465fa5"
+PINNED_MEASURED_SHA256 = "ab35871fa99913fd8ef790cabbbede9363930332950f6c077ddd4afb7edbb4d2"
+PINNED_TRUTH_SHA256 = "2e2f133b4deb30e662bda541fecea199b71b053328ecf8b04fa101af5fe8e191"
+
+
+def test_a_seed_keeps_its_pinned_signals_readings_and_truth(tmp_path: Path) -> None:
+    plant = Plant(seed=PIN_SEED)
+    sensors = SensorLayer.default(seed=PIN_SEED)
+    names = sorted(set(SIGNALS) - SIGNALS_ADDED_AFTER_PIN)
+    true_hash, measured_hash = hashlib.sha256(), hashlib.sha256()
+    path = tmp_path / "truth.jsonl"
+    with TruthRecorder(path, plant, start=DEFAULT_START) as truth:
+        for k in range(round(PIN_HOURS * HOUR / plant.dt_s)):
+            plant.step()
+            truth.observe(plant)
+            s = plant.signals()
+            true_hash.update(np.array([s[n] for n in names], dtype=np.float64).tobytes())
+            if k % 10 == 0:
+                m = sensors.measure(s, DEFAULT_START.timestamp() + plant.t_s)
+                measured_hash.update(np.array([m.get(n, np.nan) for n in names], dtype=np.float64).tobytes())
+    assert true_hash.hexdigest() == PINNED_SIGNALS_SHA256
+    assert measured_hash.hexdigest() == PINNED_MEASURED_SHA256
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == PINNED_TRUTH_SHA256
 
 
 def test_feed_rate_setpoint_changes_throughput() -> None:

@@ -4,13 +4,18 @@ only in one setpoint, written before the first step."""
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
 from simulators.plant import Plant, PlantParams
+from simulators.process.feed import FeedParams
 
 HOUR = 3600
 P5 = PlantParams(dt_s=5.0)  # same physics, a 5 s step: these runs are long
+SMALL_LOTS = PlantParams(feed=FeedParams(lot_mass_t=(0.5, 1.5)))  # many lot ends in a few hours
 
 
 def run(setpoints: dict[str, float], hours: float, seed: int = 31, params: PlantParams = P5) -> Plant:
@@ -151,3 +156,101 @@ def test_mean_feed_to_bm_delay_is_the_transport_delay() -> None:
     assert plant.holdup_kg() < 1e-6 * plant.feed_in_kg
     delay = np.average(bm_t, weights=bm_m) - np.average(feed_t, weights=feed_m)
     assert delay == pytest.approx(plant.transport_delay_s, abs=2.0)
+
+
+# --- the airlock platform scale's totalizer -----------------------------------------------------
+@dataclass
+class ScaleRun:
+    """What a few plant hours showed of the scale total next to the feed weigher's total."""
+
+    plant: Plant
+    scale: list[float]  # feed.scale_total after each step
+    boundaries: int  # steps at which the scale total stepped up
+    boundary_gap_kg: list[float]  # belt (less continuous feed) - scale, just before each
+    batches_kg: float  # sum of the batches the feeder loaded, from its state
+    continuous_steps: int  # steps that fed a continuous lot
+    stopped_mid_batch: int  # steps with the feed stopped and a batch waiting on the belt
+
+
+def scale_run(params: PlantParams, seed: int, hours: float) -> ScaleRun:
+    plant = Plant(params, seed=seed)
+    feeder = plant.feeder
+    s = plant.signals()
+    scale, gaps = [], []
+    batches = continuous_kg = 0.0
+    boundaries = continuous_steps = stopped_mid_batch = 0
+    for _ in range(round(hours * HOUR / plant.dt_s)):
+        lot, waiting = feeder.lot, feeder.batch_on_belt_kg
+        scale_before, belt_before_kg = s["feed.scale_total"], s["bw_feed.total"] * 1000.0
+        plant.step()
+        s = plant.signals()
+        fed_kg = s["bw_feed.total"] * 1000.0 - belt_before_kg
+        if lot.feed_type.discrete:
+            if feeder.cycled and waiting == 0.0:  # a batch (maybe of nothing) was loaded
+                batches += feeder.item_mass_kg
+            if s["feed.scale_total"] > scale_before:
+                boundaries += 1
+                assert s["feed.scale_total"] - scale_before == pytest.approx(feeder.item_mass_kg, abs=1e-9)
+                gaps.append(belt_before_kg - continuous_kg - scale_before)
+            if s["bw_feed.rate"] == 0.0 and waiting > 0.0:
+                stopped_mid_batch += 1
+        else:
+            assert s["feed.scale_total"] == scale_before  # scrap is never weighed
+            continuous_kg += fed_kg
+            continuous_steps += fed_kg > 0.0
+        scale.append(s["feed.scale_total"])
+    return ScaleRun(plant, scale, boundaries, gaps, batches, continuous_steps, stopped_mid_batch)
+
+
+@pytest.mark.parametrize(("params", "seed"), [(PlantParams(), 11), (SMALL_LOTS, 5)])
+def test_the_scale_total_is_the_batches_weighed_and_the_belt_catches_up_at_each_batch(
+    params: PlantParams, seed: int
+) -> None:
+    run = scale_run(params, seed, hours=4)
+    plant, feeder = run.plant, run.plant.feeder
+    # The run saw what matters: many batches, scrap fed, a stop with a batch on the belt.
+    assert run.boundaries > 60
+    assert run.continuous_steps > 1000
+    assert run.stopped_mid_batch > 0
+    assert all(b >= a for a, b in itertools.pairwise(run.scale))
+    assert run.scale[-1] == run.batches_kg
+    # All that was weighed has crossed the weigher but the batch on the belt; each lot's last
+    # item is cut to what the lot has left, so closed lots were weighed to their mass exactly.
+    discrete = {ft.name: ft.discrete for ft in params.feed_mix}
+    ledger = [r for r in plant.lot_ledger() if discrete[r.feed_type]]
+    fed = sum(r.fed_kg for r in ledger)
+    assert run.scale[-1] == pytest.approx(fed + feeder.batch_on_belt_kg, abs=1e-6)
+    closed = [r for r in ledger if r.index < feeder.lot.index]
+    assert closed
+    for r in closed:
+        assert r.fed_kg == pytest.approx(r.mass_kg, abs=1e-6)
+    # At every batch boundary the previous batch has fully crossed, stops or not.
+    assert max(abs(g) for g in run.boundary_gap_kg) < 1e-6
+
+
+def test_the_scale_total_is_the_same_for_the_same_seed() -> None:
+    a, b, c = (scale_run(PlantParams(), seed, hours=1) for seed in (4, 4, 5))
+    assert a.scale == b.scale
+    assert a.scale != c.scale
+
+
+def test_a_batch_sent_back_by_a_lot_change_stays_weighed() -> None:
+    plant = Plant(seed=3)
+    feeder = plant.feeder
+    plant.advance(20 * 60)
+    while not (feeder.batch_on_belt_kg > 0.0 and plant.feed_rate_tph > 0.0):
+        plant.step()
+    returned, weighed = feeder.batch_on_belt_kg, plant.signals()["feed.scale_total"]
+    plant.apply_event("process.lot_change", {"feed_type": "eol_nmc_module"})
+    plant.step()
+    assert plant.signals()["feed.scale_total"] == weighed
+    assert feeder.batch_on_belt_kg == 0.0
+    # From now on the weigher stays behind the scale by the batch that went back to the store.
+    gaps = []
+    for _ in range(HOUR):
+        before = plant.signals()
+        plant.step()
+        if plant.signals()["feed.scale_total"] > before["feed.scale_total"]:
+            gaps.append(before["feed.scale_total"] - before["bw_feed.total"] * 1000.0)
+    assert len(gaps) > 15
+    assert gaps == pytest.approx([returned] * len(gaps), abs=1e-6)

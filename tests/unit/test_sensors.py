@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from simulators.plant import SENSOR_DOMAIN, seeded_stream
+from simulators.plant import SENSOR_DOMAIN, Plant, seeded_stream
 from simulators.sensor_specs import STREAM_NOISE, STREAM_SPAN
 from simulators.sensors import (
     DEFAULT_SENSOR_SPECS,
@@ -429,6 +429,45 @@ def test_the_default_layer_knows_the_plant_signals() -> None:
     sl.apply_event("sensor.stuck", {"signal": "bw_feed.rate", "duration_s": 60.0}, 0.0)
     with pytest.raises(ValueError, match=r"unknown signal 'bw_feed\.rat'"):
         sl.apply_event("sensor.stuck", {"signal": "bw_feed.rat"}, 0.0)
+
+
+def plant_signals(seed: int, minutes: int, every_s: int = 10) -> list[tuple[float, dict[str, float]]]:
+    """The true signals of a default plant, sampled every `every_s` plant seconds."""
+    plant = Plant(seed=seed)
+    out = []
+    for _ in range(minutes * 60 // every_s):
+        plant.advance(every_s)
+        out.append((T0 + plant.t_s, plant.signals()))
+    return out
+
+
+def test_the_platform_scale_total_is_exact_but_for_its_0_1_kg_display() -> None:
+    sl = SensorLayer.default(seed=4)
+    readings = []
+    for t, true in plant_signals(seed=11, minutes=45):
+        m = sl.measure(true, t)["feed.scale_total"]
+        assert m == round(true["feed.scale_total"] / 0.1) * 0.1  # no span error, noise or lag
+        readings.append(m)
+    assert all(b >= a for a, b in itertools.pairwise(readings))
+    assert len(set(readings)) > 10
+    assert readings[-1] > 500.0
+    for kind, params in (
+        ("sensor.spikes", {"probability": 0.5}),
+        ("sensor.noise", {"noise_abs": 1.0}),
+        ("sensor.lag", {"t90_s": 30.0}),
+    ):
+        with pytest.raises(ValueError, match="a total signal"):
+            sl.apply_event(kind, {"signal": "feed.scale_total", **params}, T0)
+    sl.apply_event("sensor.rollover", {"signal": "feed.scale_total", "modulus": 1000.0}, T0)
+
+
+def test_the_scale_total_leaves_every_other_reading_of_a_seed_unchanged() -> None:
+    with_it, without = SensorLayer.default(seed=8), SensorLayer.default(seed=8)
+    for t, true in plant_signals(seed=2, minutes=30, every_s=5):
+        rest = {n: v for n, v in true.items() if n != "feed.scale_total"}
+        a, b = with_it.measure(true, t), without.measure(rest, t)
+        assert a.pop("feed.scale_total") >= 0.0
+        assert a == b
 
 
 @pytest.mark.parametrize(
