@@ -44,8 +44,9 @@ def stream_throughput(n: int = 2_000_000) -> tuple[float, float]:
 
     def run_numba() -> None:
         kernels.accumulate_streams(
-            np.zeros(n, np.int32), t, v, q, np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1), 10.0, 120.0,
-            np.full(1, np.nan), np.zeros(1), np.zeros(1, np.int8), np.zeros(1), np.zeros(1, np.int64),
+            np.zeros(n, np.int32), t, v, q, np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1),
+            np.zeros(1), np.full(1, np.inf), 10.0, 120.0,
+            np.full(1, np.nan), np.zeros(1), np.zeros(1, np.int8), np.zeros(1), np.zeros((1, 3), np.int64),
             np.zeros((1, ring)), np.zeros((1, ring), np.bool_), np.full(1, -1, np.int64), np.zeros(1, np.int64),
         )  # fmt: skip
 

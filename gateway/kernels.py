@@ -23,6 +23,10 @@ KIND_TOTAL = 0
 KIND_RATE = 1
 NO_STREAM = -1
 
+# A totalizer delta may exceed max_rate x interval by one display step (1 kg) before it is
+# called implausible: the reading is quantised, the rate is not.
+IMPLAUSIBLE_SLACK_T = 0.001
+
 # Sample quality after conditioning, beyond the Quality codes: a sample older than the tag's
 # latest is dropped (totals must move forward in time) and marked with this code.
 DROPPED_OUT_OF_ORDER = 127
@@ -114,13 +118,15 @@ def accumulate_streams(
     tag_stream: np.ndarray,
     tag_kind: np.ndarray,
     tag_scale: np.ndarray,
+    tag_modulus: np.ndarray,
+    tag_max_rate: np.ndarray,
     bin_s: float,
     max_gap_s: float,
     st_last_t: np.ndarray,
     st_last_raw: np.ndarray,
     st_last_q: np.ndarray,
     st_cum: np.ndarray,
-    st_resets: np.ndarray,
+    st_events: np.ndarray,
     ring_cum: np.ndarray,
     ring_good: np.ndarray,
     ring_head: np.ndarray,
@@ -128,8 +134,14 @@ def accumulate_streams(
 ) -> None:
     """Advance the balance streams' cumulative mass with a tick's conditioned samples.
 
-    Totals: the increment is the totalizer delta (a negative delta is a reset or rollover:
-    no mass is invented, the interval is marked not good and counted in st_resets).
+    Totals: the increment is the totalizer delta, never invented mass:
+    - a negative delta on a totalizer with a modulus (tag_modulus > 0, in tonnes) is a rollover:
+      the delta plus the modulus, exact (st_events[s, 0]);
+    - any other negative delta is a reset: the counter restarted from zero, so what it shows
+      now accumulated since, if the interval is no longer than max_gap_s (else nothing is
+      counted); the interval is not good (st_events[s, 1]);
+    - a delta above tag_max_rate (t/h) over the interval (+1 kg for display resolution) is
+      implausible (a glitch, a rebase): not counted, not good (st_events[s, 2]).
     Rates: trapezoidal integration. A stretch longer than max_gap_s between two usable samples,
     or touching an UNCERTAIN sample, is marked not good; its mass still counts (totalizers lose
     none across a gap). BAD, STALE and dropped samples are not usable and leave the state alone.
@@ -159,8 +171,15 @@ def accumulate_streams(
         good = dt <= max_gap_s and q == GOOD and st_last_q[s] == GOOD
         if tag_kind[k] == KIND_TOTAL:
             d = raw - st_last_raw[s]
-            if d < 0.0:
-                st_resets[s] += 1
+            if d < 0.0 and tag_modulus[k] > 0.0 and d + tag_modulus[k] >= 0.0:
+                d += tag_modulus[k]
+                st_events[s, 0] += 1
+            elif d < 0.0:
+                st_events[s, 1] += 1
+                d = raw if dt <= max_gap_s else 0.0
+                good = False
+            if d > tag_max_rate[k] * dt / 3600.0 + IMPLAUSIBLE_SLACK_T:
+                st_events[s, 2] += 1
                 d = 0.0
                 good = False
         else:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.kernels import BAD, DROPPED_OUT_OF_ORDER, GOOD, KIND_TOTAL, UNCERTAIN
+from gateway.kernels import BAD, DROPPED_OUT_OF_ORDER, GOOD, IMPLAUSIBLE_SLACK_T, KIND_TOTAL, UNCERTAIN
 
 
 def condition_reference(
@@ -56,6 +56,8 @@ def stream_grid_reference(
     scale: float,
     bin_s: float,
     max_gap_s: float,
+    modulus_t: float = 0.0,
+    max_rate_tph: float = np.inf,
 ) -> StreamGrid:
     """The grid a stream's whole sample history produces (see `accumulate_streams`)."""
     usable = cond_quality <= UNCERTAIN
@@ -69,8 +71,13 @@ def stream_grid_reference(
     dt = np.diff(tk)
     if kind == KIND_TOTAL:
         d = np.diff(vk)
+        rollover = (d < 0) & (modulus_t > 0) & (d + modulus_t >= 0)
+        d = np.where(rollover, d + modulus_t, d)
         reset = d < 0
-        d = np.where(reset, 0.0, d)
+        d = np.where(reset, np.where(dt <= max_gap_s, vk[1:], 0.0), d)
+        implausible = d > max_rate_tph * dt / 3600.0 + IMPLAUSIBLE_SLACK_T
+        d = np.where(implausible, 0.0, d)
+        reset = reset | implausible
     else:
         d = np.maximum(0.5 * (vk[1:] + vk[:-1]) * dt / 3600.0, 0.0)
         reset = np.zeros(len(d), bool)

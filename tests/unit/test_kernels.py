@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,12 +79,21 @@ def stream_history(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
     return t, total, quality
 
 
-def _run_stream(t: np.ndarray, v: np.ndarray, q: np.ndarray, kind: int, chunks: int, ring: int) -> tuple:
+def _run_stream(
+    t: np.ndarray,
+    v: np.ndarray,
+    q: np.ndarray,
+    kind: int,
+    chunks: int,
+    ring: int,
+    modulus_t: float = 0.0,
+    max_rate_tph: float = np.inf,
+) -> tuple:
     st_last_t = np.full(1, np.nan)
     st_last_raw = np.zeros(1)
     st_last_q = np.zeros(1, np.int8)
     st_cum = np.zeros(1)
-    st_resets = np.zeros(1, np.int64)
+    st_events = np.zeros((1, 3), np.int64)
     ring_cum = np.zeros((1, ring))
     ring_good = np.zeros((1, ring), np.bool_)
     ring_head = np.full(1, -1, np.int64)
@@ -91,10 +101,13 @@ def _run_stream(t: np.ndarray, v: np.ndarray, q: np.ndarray, kind: int, chunks: 
     tag_stream = np.zeros(1, np.int64)
     tag_kind = np.full(1, kind, np.int64)
     scale = np.full(1, 1000.0)
+    modulus = np.full(1, modulus_t)
+    max_rate = np.full(1, max_rate_tph)
     for s in np.array_split(np.arange(len(t)), chunks):
         kernels.accumulate_streams(
-            np.zeros(len(s), np.int32), t[s], v[s], q[s], tag_stream, tag_kind, scale, BIN_S, MAX_GAP_S,
-            st_last_t, st_last_raw, st_last_q, st_cum, st_resets, ring_cum, ring_good, ring_head, ring_first,
+            np.zeros(len(s), np.int32), t[s], v[s], q[s], tag_stream, tag_kind, scale, modulus, max_rate,
+            BIN_S, MAX_GAP_S, st_last_t, st_last_raw, st_last_q, st_cum, st_events, ring_cum, ring_good,
+            ring_head, ring_first,
         )  # fmt: skip
     return ring_cum, ring_good, ring_head, ring_first
 
@@ -114,6 +127,64 @@ def test_accumulate_streams_equals_reference(history: tuple[np.ndarray, ...], ki
     idx = np.arange(ref.first, ref.head + 1) % ring
     np.testing.assert_allclose(ring_cum[0, idx], ref.cum, rtol=1e-12, atol=1e-9)
     np.testing.assert_array_equal(ring_good[0, idx], ref.good)
+
+
+@given(
+    stream_history(),
+    st.sampled_from([0.0, 0.5, 2.0]),
+    st.sampled_from([np.inf, 3.0, 30.0]),
+    st.integers(1, 5),
+)
+@settings(max_examples=200, deadline=None)
+def test_totalizer_rollover_reset_and_implausible_jumps_equal_reference(
+    history: tuple[np.ndarray, ...], modulus_t: float, max_rate_tph: float, chunks: int
+) -> None:
+    t, v, q = history
+    # Wrap the totals at the modulus (in tag units: the scale is 1000, tonnes = kg x 1000 here).
+    if modulus_t > 0:
+        v = np.mod(v, modulus_t / 1000.0)
+    ring = 4096
+    ring_cum, ring_good, ring_head, ring_first = _run_stream(
+        t, v, q, kernels.KIND_TOTAL, chunks, ring, modulus_t, max_rate_tph
+    )
+    ref = stream_grid_reference(
+        t, v, q, kernels.KIND_TOTAL, 1000.0, BIN_S, MAX_GAP_S, modulus_t, max_rate_tph
+    )
+    if len(ref.cum) == 0:
+        assert ring_head[0] < ring_first[0]
+        return
+    idx = np.arange(ref.first, ref.head + 1) % ring
+    np.testing.assert_allclose(ring_cum[0, idx], ref.cum, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(ring_good[0, idx], ref.good)
+
+
+def test_a_rollover_with_its_modulus_configured_loses_no_mass() -> None:
+    t = 10_000.0 + np.arange(0, 600, 2.0)
+    total = (np.arange(len(t)) * 0.001) % 0.1  # kg-scale counter wrapping at 0.1 (= 100 t here)
+    exact = np.arange(len(t))[-1] * 0.001 * 1000.0
+    ring_cum, ring_good, ring_head, ring_first = _run_stream(
+        t, total, np.zeros(len(t), np.int8), kernels.KIND_TOTAL, 3, 4096, 100.0
+    )
+    # The last boundary's cumulative mass is the true mass to it, wraps included.
+    head_t = ring_head[0] * BIN_S
+    assert ring_cum[0, ring_head[0] % 4096] == pytest.approx(
+        exact * (head_t - t[0]) / (t[-1] - t[0]), rel=1e-9
+    )
+    assert ring_good[0, np.arange(ring_first[0] + 1, ring_head[0] + 1) % 4096].all()  # wraps are not gaps
+
+
+def test_a_glitch_to_zero_and_back_is_not_counted_as_mass() -> None:
+    t = 10_000.0 + np.arange(0, 200, 2.0)
+    total = 50.0 + np.arange(len(t)) * 0.0001  # 50 t on the counter, 0.18 t/h (in tag units x1000)
+    total[40] = 0.0  # one glitched reading
+    no_cap = _run_stream(t, total, np.zeros(len(t), np.int8), kernels.KIND_TOTAL, 1, 4096)
+    capped = _run_stream(t, total, np.zeros(len(t), np.int8), kernels.KIND_TOTAL, 1, 4096, 0.0, 5000.0)
+    head = int(no_cap[2][0])
+    true_to_head = 0.1 / 2.0 * (head * BIN_S - t[0])  # 0.1 per 2 s sample, in scaled units
+    # Without a plausible rate the jump back from the glitch counts the whole counter (50 x 1000).
+    assert no_cap[0][0, head % 4096] > 40_000
+    # With one, the jump is refused: only the two intervals beside the glitch are lost.
+    assert capped[0][0, head % 4096] == pytest.approx(true_to_head - 2 * 0.1, abs=1e-9)
 
 
 @given(stream_history(), stream_history(), st.integers(1, 60), st.integers(0, 40))
