@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from gateway.config_base import IDENT, TAG_NAME, Model
 from gateway.control_config import Control
+from gateway.detector_config import Detectors
 from gateway.errors import ConfigError
 
 # Mass units the balance understands, as factors to tonnes (totals) or tonnes/hour (rates).
@@ -243,6 +244,11 @@ class Tag(Model):
     kind: Literal["total", "rate"] | None = None
     # 1-sigma relative measurement uncertainty (instrument class), used in the yield's band.
     sigma_rel: float = Field(default=0.01, gt=0, lt=0.5)
+    # Totalizers: the value at which the PLC's counter wraps to zero (tag units), so a wrap
+    # counts exactly; and the highest plausible flow (tag units per hour), above which a jump
+    # is a glitch or rebase and is not counted. Without them a wrap is handled as a reset.
+    rollover: float | None = Field(default=None, gt=0)
+    max_rate: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> Tag:
@@ -263,6 +269,8 @@ class Tag(Model):
                 )
         elif self.kind is not None:
             raise ValueError("kind: only feed and black_mass streams have a kind")
+        if self.kind != "total" and (self.rollover is not None or self.max_rate is not None):
+            raise ValueError("rollover: rollover and max_rate are for totalizers (kind = 'total')")
         return self
 
     @property
@@ -355,6 +363,7 @@ class LineConfig(Model):
     outputs: Outputs = Outputs()
     runtime: Runtime = Runtime()
     control: Control = Control()
+    detectors: Detectors = Detectors()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -378,6 +387,14 @@ class LineConfig(Model):
             if n != 1:
                 raise ValueError(f"tags: exactly one tag must have role = '{role}' (found {n})")
         self._check_control(seen)
+        for key, name in self.detectors.tag_names():
+            if name not in seen:
+                raise ValueError(f"detectors.{key}: no tag named '{name}' in [[tags]]")
+        ref = self.detectors.feed_reference_tag
+        if ref is not None and next(t for t in self.tags if t.name == ref).unit not in TOTAL_UNITS:
+            raise ValueError(
+                f"detectors.feed_reference_tag: '{ref}' must be a mass totalizer in {sorted(TOTAL_UNITS)}"
+            )
         return self
 
     def _check_control(self, tag_names: set[str]) -> None:

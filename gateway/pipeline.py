@@ -15,17 +15,26 @@ import math
 
 import numpy as np
 
-from gateway import kernels
+from gateway import detectors, kernels
 from gateway.alarms import Severity, alarm_id
 from gateway.config import LineConfig
+from gateway.fault_monitor import FaultMonitor
 from gateway.ports import FlowFigure, PipelineUpdate, SampleColumns, SignalColumns, SignalState, YieldFigure
 from gateway.samples import Quality, SampleBatch
-from gateway.shift_yield import ShiftYieldTracker
+from gateway.shift_yield import ShiftYieldTracker, window_totals
+from gateway.weigher_reference import fill_pair_rings
 
 FEED = 0
 BLACK_MASS = 1
+# Ring rows of the feed reference check: cumulative belt and scale mass of the batch pairs.
+PAIR_BELT = 2
+PAIR_REF = 3
+# The feed of a window is reconciled to the scale only when pairs cover this share of it.
+MIN_PAIRED_SHARE = 0.5
 # Flows shown to operators average the newest few minutes of the balance totals.
 FLOW_AVERAGING_S = 300.0
+# A delay estimate may move the windows up to this multiple of the configured delay.
+MAX_DELAY_FACTOR = 3
 
 
 class YieldPipeline:
@@ -41,16 +50,22 @@ class YieldPipeline:
         self.tag_stream = np.full(n, kernels.NO_STREAM, np.int64)
         self.tag_kind = np.zeros(n, np.int64)
         self.tag_scale = np.ones(n, np.float64)
+        self.tag_modulus = np.zeros(n, np.float64)
+        self.tag_max_rate = np.full(n, np.inf)
         for i, t in enumerate(tags):
             if t.role != "signal":
                 self.tag_stream[i] = FEED if t.role == "feed" else BLACK_MASS
                 self.tag_kind[i] = kernels.KIND_TOTAL if t.kind == "total" else kernels.KIND_RATE
                 self.tag_scale[i] = t.to_tonnes
+                if t.rollover is not None:
+                    self.tag_modulus[i] = t.rollover * t.to_tonnes
+                if t.max_rate is not None:
+                    self.tag_max_rate[i] = t.max_rate * t.to_tonnes
         self.feed_tag = config.tag_index(config.stream_tag("feed").name)
         self.bm_tag = config.tag_index(config.stream_tag("black_mass").name)
-        self.sigma_rel = math.hypot(
-            config.stream_tag("feed").sigma_rel, config.stream_tag("black_mass").sigma_rel
-        )
+        self.sigma_feed = config.stream_tag("feed").sigma_rel
+        self.sigma_bm = config.stream_tag("black_mass").sigma_rel
+        self.sigma_rel = math.hypot(self.sigma_feed, self.sigma_bm)
 
         self.last_t = np.full(n, -np.inf)
         self.last_value = np.full(n, np.nan)
@@ -63,21 +78,25 @@ class YieldPipeline:
         self.bin_s = y.bin_s
         self.window_bins = max(1, round(y.window_h * 3600 / y.bin_s))
         self.delay_bins = round(y.transport_delay_min * 60 / y.bin_s)
+        # The windows follow the delay estimate when the configured one is found wrong; the
+        # rings hold enough history for an estimate up to MAX_DELAY_FACTOR x the configured one.
+        self.monitor = FaultMonitor(config, (self.feed_tag, self.bm_tag))
+        self.max_delay_bins = MAX_DELAY_FACTOR * self.delay_bins
+        self.average_bins = max(1, round(config.detectors.delay_average_h * 3600 / y.bin_s))
         self.flow_bins = max(1, round(FLOW_AVERAGING_S / y.bin_s))
-        self.shift = ShiftYieldTracker(config, FEED, BLACK_MASS, self.sigma_rel)
-        ring = max(
-            self.window_bins + self.delay_bins + max(self.flow_bins, round(3600 / y.bin_s)),
-            self.shift.ring_bins_needed,
-        )
+        self.shift = ShiftYieldTracker(config, FEED, BLACK_MASS, self.sigma_bm, self.feed_estimate)
+        margin = max(self.flow_bins, self.average_bins, round(3600 / y.bin_s))
+        ring = max(self.window_bins, self.shift.shift_bins) + self.max_delay_bins + margin
         self.st_last_t = np.full(2, np.nan)
         self.st_last_raw = np.zeros(2)
         self.st_last_q = np.zeros(2, np.int8)
         self.st_cum = np.zeros(2)
-        self.st_resets = np.zeros(2, np.int64)
-        self.ring_cum = np.zeros((2, ring))
-        self.ring_good = np.zeros((2, ring), np.bool_)
-        self.ring_head = np.full(2, -1, np.int64)
-        self.ring_first = np.zeros(2, np.int64)
+        # Per stream: totalizer rollovers, resets, implausible jumps (see accumulate_streams).
+        self.st_events = np.zeros((2, 3), np.int64)
+        self.ring_cum = np.zeros((4, ring))
+        self.ring_good = np.zeros((4, ring), np.bool_)
+        self.ring_head = np.full(4, -1, np.int64)
+        self.ring_first = np.zeros(4, np.int64)
         self.t_plant = math.nan
         self.ticks = 0
 
@@ -88,6 +107,7 @@ class YieldPipeline:
         per stream only starts it, and `recent_rate` runs only once a stream has grid intervals.
         Argument types are those of a real tick, so no kernel compiles again on live data.
         """
+        detectors.warm_up()
         scratch = YieldPipeline(self.config)
         balance_tags = np.array([self.feed_tag, self.bm_tag], np.int32)
         for t in (1.0, 1.0 + 3 * self.bin_s):
@@ -101,7 +121,9 @@ class YieldPipeline:
                 )
             )
 
-    def tick(self, batch: SampleBatch) -> PipelineUpdate:
+    def tick(self, batch: SampleBatch, arrival: float | None = None) -> PipelineUpdate:
+        """One tick over a drained batch; `arrival` is when it arrived, in the time base of the
+        source timestamps (None: unknown; the clock-skew check then skips this batch)."""
         self.ticks += 1
         cq = kernels.condition_batch(
             batch.tag,
@@ -123,13 +145,15 @@ class YieldPipeline:
             self.tag_stream,
             self.tag_kind,
             self.tag_scale,
+            self.tag_modulus,
+            self.tag_max_rate,
             self.bin_s,
             self.config.yield_.max_gap_s,
             self.st_last_t,
             self.st_last_raw,
             self.st_last_q,
             self.st_cum,
-            self.st_resets,
+            self.st_events,
             self.ring_cum,
             self.ring_good,
             self.ring_head,
@@ -140,8 +164,40 @@ class YieldPipeline:
             newest = float(samples.t.max())
             if not math.isnan(newest) and (math.isnan(self.t_plant) or newest > self.t_plant):
                 self.t_plant = newest
+        feed_rate = kernels.recent_rate(
+            self.ring_cum, self.ring_head, self.ring_first, FEED, self.average_bins, self.bin_s
+        )
+        self.monitor.observe(
+            batch.tag,
+            batch.t,
+            batch.value,
+            cq,
+            None,
+            arrival,
+            self.t_plant,
+            self.last_value,
+            self.last_quality,
+            self.st_events,
+            float(feed_rate),
+        )
+        self.delay_bins = min(self.max_delay_bins, round(self.monitor.delay_s() / self.bin_s))
+        ref = self.monitor.reference
+        if ref is not None and self.ring_head[FEED] >= self.ring_first[FEED]:
+            fill_pair_rings(
+                self.ring_cum,
+                self.ring_head,
+                self.ring_first,
+                (PAIR_BELT, PAIR_REF),
+                (ref.pair_belt_t, ref.pair_ref_t),
+                int(self.ring_head[FEED]),
+            )
         shift_running, shifts_completed = self.shift.update(
-            self.ring_cum, self.ring_good, self.ring_head, self.ring_first, self._inputs_good()
+            self.ring_cum,
+            self.ring_good,
+            self.ring_head,
+            self.ring_first,
+            self._inputs_good(),
+            self.delay_bins,
         )
         return PipelineUpdate(
             t_plant=self.t_plant,
@@ -154,10 +210,32 @@ class YieldPipeline:
             shifts_completed=shifts_completed,
         )
 
+    def feed_estimate(self, end_bin: int, length: int, belt_t: float) -> tuple[float, float]:
+        """(feed mass, its 1-sigma relative) over grid intervals (end-length, end].
+
+        With a feed reference (the airlock scale), the belt's mass is reconciled to the scale by
+        the ratio of the batch pairs in the same interval, when they cover MIN_PAIRED_SHARE of
+        it: the belt's span error and any drift since calibration drop out. Otherwise the belt
+        weigher's own reading and class."""
+        ref = self.monitor.reference
+        if ref is None or length <= 0:
+            return belt_t, self.sigma_feed
+        pb = window_totals(
+            self.ring_cum, self.ring_good, self.ring_head, self.ring_first, PAIR_BELT, end_bin, length
+        )
+        pr = window_totals(
+            self.ring_cum, self.ring_good, self.ring_head, self.ring_first, PAIR_REF, end_bin, length
+        )
+        if pb is None or pr is None or pb[0] <= 0 or pb[0] < MIN_PAIRED_SHARE * belt_t:
+            return belt_t, self.sigma_feed
+        return belt_t * pr[0] / pb[0], self.config.detectors.reference_sigma_rel
+
     def _inputs_good(self) -> bool:
+        """Both balance inputs read GOOD now and neither is stuck."""
         return bool(
             self.last_quality[self.feed_tag] == Quality.GOOD
             and self.last_quality[self.bm_tag] == Quality.GOOD
+            and not self.monitor.balance_suspect()
         )
 
     def alarm_conditions(self, y: YieldFigure | None) -> dict[str, tuple[str, str, Severity, str]]:
@@ -182,6 +260,7 @@ class YieldPipeline:
                 Severity.WARNING,
                 f"rolling yield not trustworthy: coverage {y.coverage:.0%}, inputs not all good",
             )
+        out.update(self.monitor.conditions())
         return out
 
     def signal_states(self) -> list[SignalState]:
@@ -234,8 +313,9 @@ class YieldPipeline:
         value: float | None = None
         uncertainty: float | None = None
         if length > 0 and feed_t > 0:
+            feed_t, sigma_feed = self.feed_estimate(int(end) - self.delay_bins, int(length), float(feed_t))
             value = float(bm_t / feed_t)
-            uncertainty = 2.0 * value * self.sigma_rel
+            uncertainty = 2.0 * value * math.hypot(sigma_feed, self.sigma_bm)
         inputs_good = self._inputs_good()
         if value is None:
             quality = Quality.BAD
@@ -251,7 +331,7 @@ class YieldPipeline:
             coverage=float(coverage),
             window_h=y.window_h,
             covered_h=float(length) * self.bin_s / 3600.0,
-            delay_min=y.transport_delay_min,
+            delay_min=self.delay_bins * self.bin_s / 60.0,
             basis=y.basis,
             feed_t=float(feed_t),
             black_mass_t=float(bm_t),

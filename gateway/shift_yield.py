@@ -10,6 +10,9 @@ coverage against the whole shift. A figure is GOOD only when that coverage reach
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 
 from gateway.config import LineConfig
@@ -39,7 +42,16 @@ def window_totals(
 
 
 class ShiftYieldTracker:
-    def __init__(self, config: LineConfig, feed: int, black_mass: int, sigma_rel: float) -> None:
+    def __init__(
+        self,
+        config: LineConfig,
+        feed: int,
+        black_mass: int,
+        sigma_bm: float,
+        feed_estimate: Callable[[int, int, float], tuple[float, float]],
+    ) -> None:
+        """`feed_estimate(end_bin, length, belt_t) -> (feed_t, sigma_rel)`: the pipeline's
+        feed over a span of the grid, reconciled to the feed reference where it has one."""
         y = config.yield_
         self.calendar = ShiftCalendar(y.shift_h, y.shift_start, y.timezone)
         self.bin_s = y.bin_s
@@ -47,15 +59,16 @@ class ShiftYieldTracker:
         self.min_coverage = y.min_coverage
         self.basis = y.basis
         self.delay_min = y.transport_delay_min
-        self.sigma_rel = sigma_rel
+        self.sigma_bm = sigma_bm
+        self.feed_estimate = feed_estimate
         self.feed = feed
         self.black_mass = black_mass
         self._open: Shift | None = None
 
     @property
-    def ring_bins_needed(self) -> int:
-        """Ring length that holds a whole shift plus the delay (and a margin of an hour)."""
-        return round(self.calendar.shift_h * 3600 / self.bin_s) + self.delay_bins + round(3600 / self.bin_s)
+    def shift_bins(self) -> int:
+        """Grid intervals in a (regular) shift; the rings must hold this plus the delay."""
+        return round(self.calendar.shift_h * 3600 / self.bin_s)
 
     def update(
         self,
@@ -64,8 +77,15 @@ class ShiftYieldTracker:
         ring_head: np.ndarray,
         ring_first: np.ndarray,
         inputs_good: bool,
+        delay_bins: int | None = None,
     ) -> tuple[YieldFigure | None, list[YieldFigure]]:
-        """(running figure of the current shift, final figures of shifts completed since last call)."""
+        """(running figure of the current shift, final figures of shifts completed since last call).
+
+        `delay_bins`: the delay in use now (the pipeline's estimate when the configured one is
+        wrong); default the configured delay."""
+        if delay_bins is not None:
+            self.delay_bins = delay_bins
+            self.delay_min = delay_bins * self.bin_s / 60.0
         if (
             ring_head[self.black_mass] < ring_first[self.black_mass]
             or ring_head[self.feed] < ring_first[self.feed]
@@ -131,6 +151,9 @@ class ShiftYieldTracker:
             )
         (bm_t, bm_good), (f_t, f_good) = bm, feed
         coverage = min(bm_good, f_good) / full
+        sigma_feed = math.nan
+        if f_t > 0:
+            f_t, sigma_feed = self.feed_estimate(end - self.delay_bins, length, f_t)
         value = bm_t / f_t if f_t > 0 else None
         if value is None:
             quality = Quality.BAD
@@ -141,7 +164,7 @@ class ShiftYieldTracker:
         return YieldFigure(
             t=end * self.bin_s,
             value=value,
-            uncertainty=None if value is None else 2.0 * value * self.sigma_rel,
+            uncertainty=None if value is None else 2.0 * value * math.hypot(sigma_feed, self.sigma_bm),
             quality=quality,
             coverage=coverage,
             window_h=(shift.end - shift.start) / 3600,

@@ -75,7 +75,9 @@ class RunRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def gateway_config(transport_delay_min: float, base: Path = DEFAULT_CONFIG) -> LineConfig:
+def gateway_config(
+    transport_delay_min: float, base: Path = DEFAULT_CONFIG, rollover: dict[str, float] | None = None
+) -> LineConfig:
     """The shipped line config, without outputs or control, with the scenario's delay.
 
     A configured delay too long for the configured window (S8 sets it 50 % too long) gets the
@@ -86,6 +88,9 @@ def gateway_config(transport_delay_min: float, base: Path = DEFAULT_CONFIG) -> L
     y = data["yield"]
     y["transport_delay_min"] = transport_delay_min
     y["window_h"] = max(float(y.get("window_h", 4.0)), math.ceil(2 * transport_delay_min / 60))
+    for tag in data["tags"]:
+        if tag["name"] in (rollover or {}):
+            tag["rollover"] = rollover[tag["name"]]  # type: ignore[index]
     return parse_config(data, str(base))
 
 
@@ -105,7 +110,11 @@ def run(
     sensors = SensorLayer.default(seed=seed)
     hours = hours if hours is not None else scenario.hours
     header = _scenario_header(scenario, plant)
-    config = gateway_config(float(header["gateway_transport_delay_min"]), config_path)  # type: ignore[arg-type]
+    config = gateway_config(
+        float(header["gateway_transport_delay_min"]),  # type: ignore[arg-type]
+        config_path,
+        dict(scenario.gateway.rollover),
+    )
     bindings = bind_tags(config)
     index = [(config.tag_index(b.tag), b.signal, b.factor) for b in bindings]
     pipeline = YieldPipeline(config)
@@ -171,7 +180,8 @@ def _tick(
     else:
         batch = SampleBatch.empty()
     silence.observe(batch, now)
-    update = pipeline.tick(batch)
+    # Offline, plant time is the arrival clock: samples arrive when they were measured.
+    update = pipeline.tick(batch, arrival=now)
     stale = silence.overdue(now, pipeline.last_quality)
     if len(stale):
         # As the runtime does: the mark goes through the pipeline like a sample.

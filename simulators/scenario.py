@@ -85,6 +85,9 @@ class GatewayHints(BaseModel):
 
     # Configured transport delay = this x the plant's true delay (S8: a wrongly configured tau).
     transport_delay_factor: float = Field(default=1.0, gt=0, le=10)
+    # Totalizer wrap values the plant's engineer would configure on the gateway's tags (S11:
+    # the PLC's feed totalizer wraps at 10 t), by tag name, in the tag's unit.
+    rollover: dict[str, float] = {}
 
 
 class Scenario(BaseModel):
