@@ -54,6 +54,7 @@ from influxdb_client.rest import ApiException
 
 from gateway.config import InfluxOutput, LineConfig
 from gateway.errors import FatalDriverError, RetryableError
+from gateway.kpis import KpiFigures
 from gateway.output_queue import OutputQueue
 from gateway.ports import FlowFigure, PipelineUpdate, YieldFigure
 from gateway.samples import Quality
@@ -120,12 +121,13 @@ def _yield_figures(update: PipelineUpdate) -> list[tuple[str, YieldFigure]]:
     if update.yield_shift is not None:
         out.append(("yield_shift", update.yield_shift))
     out += [("yield_shift_final", f) for f in update.shifts_completed]
+    out += [("yield_lot", f) for f in update.lots_completed]
     return out
 
 
 def points_in(update: PipelineUpdate) -> int:
     """Points `update` makes in InfluxDB: the weight it carries in the output queue."""
-    n = len(update.samples) + len(_yield_figures(update))
+    n = len(update.samples) + len(_yield_figures(update)) + (update.kpis is not None)
     if update.flows is not None and _flow_fields(update.flows):
         n += 1
     return n + len(update.control_audit)
@@ -154,6 +156,8 @@ class InfluxOutputDriver:
         """Line-protocol lines (ms timestamps) for one update."""
         out = self._signal_lines(update)
         out += [self._kpi_line(kpi, fig) for kpi, fig in _yield_figures(update)]
+        if update.kpis is not None:
+            out.append(self._operations_line(update.kpis))
         if update.flows is not None:
             fields = _flow_fields(update.flows)
             if fields:
@@ -205,6 +209,21 @@ class InfluxOutputDriver:
                 append(f'{prefix}quality="{label}" {ms}')
         return out
 
+    def _operations_line(self, k: KpiFigures) -> str:
+        fields = _float_fields(
+            ("specific_energy_kwh_per_t", k.specific_energy_kwh_per_t),
+            ("nitrogen_nm3_per_t", k.nitrogen_nm3_per_t),
+            ("condensate_kg_per_t", k.condensate_kg_per_t),
+            ("availability", k.availability),
+            ("performance", k.performance),
+            ("oee", k.oee),
+            ("ev_equivalents", k.ev_equivalents_window),
+            ("feed_t", k.feed_t_window),
+            ("coverage", k.coverage),
+        )
+        fields.append(f"quality={_string_field('good' if k.good else 'uncertain')}")
+        return f"kpi,kpi=operations,{self._series_tags} {','.join(fields)} {_ms(k.t_end)}"
+
     def _kpi_line(self, kpi: str, fig: YieldFigure) -> str:
         fields = _float_fields(
             ("value", None if fig.value is None else fig.value * 100.0),
@@ -217,8 +236,8 @@ class InfluxOutputDriver:
             ("black_mass_t", fig.black_mass_t),
         )
         fields.append(f"quality={_string_field(_quality_label(int(fig.quality)))}")
-        if fig.horizon == "shift":
-            fields.append(f"shift={_string_field(fig.label)}")
+        if fig.horizon in ("shift", "lot"):
+            fields.append(f"{fig.horizon}={_string_field(fig.label)}")
         tags = f"basis={escape_tag(fig.basis)},kpi={kpi},{self._series_tags}"
         return f"kpi,{tags} {','.join(fields)} {_ms(fig.t)}"
 

@@ -16,6 +16,10 @@ not (a late subscriber must not take an old transition or answer for a new one).
     <base>/kpi/yield_shift         the same for the running shift so far, plus "shift" (its local
                                    start, ISO 8601) and "final": false
     <base>/kpi/yield_shift_final   the last shift that ended ("final": true), once per shift
+    <base>/kpi/yield_lot           the last lot closed out (its modelled tail < 1 %), with "lot"
+    <base>/kpi/operations          over the rolling window: specific energy (kWh/t), N2 (Nm3/t),
+                                   condensate (kg/t), availability, performance, OEE (quality
+                                   assumed 1: no on-spec measurement yet), EV equivalents
     <base>/kpi/feed_rate           {"value" (t/h), "unit", "quality", "timestamp", "vs_nameplate"}
     <base>/kpi/black_mass_rate     {"value" (t/h), "unit", "quality", "timestamp"}
     <base>/alarms/active/<id>      {"id", "kind", "subject", "severity", "text", "since"} while the
@@ -53,6 +57,7 @@ import numpy as np
 from gateway.alarms import Alarm, AlarmEvent
 from gateway.commands import CommandResult
 from gateway.config import LineConfig
+from gateway.kpis import KpiFigures
 from gateway.ports import FlowFigure, PipelineUpdate, SignalRow, SignalState, YieldFigure
 from gateway.samples import Quality
 
@@ -62,6 +67,8 @@ STATUS: Final = "status"
 YIELD_ROLLING: Final = "kpi/yield_rolling"
 YIELD_SHIFT: Final = "kpi/yield_shift"  # the running shift so far
 YIELD_SHIFT_FINAL: Final = "kpi/yield_shift_final"  # the last shift that ended
+YIELD_LOT: Final = "kpi/yield_lot"  # the last lot closed out
+OPERATIONS: Final = "kpi/operations"  # energy, N2, condensate per tonne; availability, OEE
 FEED_RATE: Final = "kpi/feed_rate"
 BLACK_MASS_RATE: Final = "kpi/black_mass_rate"
 ALARMS_ACTIVE: Final = "alarms/active"
@@ -233,6 +240,27 @@ def yield_payload(y: YieldFigure) -> bytes:
             "feed_t": _num(y.feed_t, 3),
             "black_mass_t": _num(y.black_mass_t, 3),
             **({"shift": y.label, "final": y.final} if y.horizon == "shift" else {}),
+            **({"lot": y.label} if y.horizon == "lot" else {}),
+        }
+    )
+
+
+def operations_payload(k: KpiFigures) -> bytes:
+    """The operator KPIs over the rolling window; quality good only when its inputs cover it."""
+    return _dump(
+        {
+            "timestamp": _ts(k.t_end),
+            "quality": "good" if k.good else "uncertain",
+            "specific_energy_kwh_per_t": _num(k.specific_energy_kwh_per_t, 2),
+            "nitrogen_nm3_per_t": _num(k.nitrogen_nm3_per_t, 3),
+            "condensate_kg_per_t": _num(k.condensate_kg_per_t, 3),
+            "availability": _num(k.availability, 4),
+            "performance": _num(k.performance, 4),
+            "oee": _num(k.oee, 4),
+            "oee_assumes_quality_1": k.oee_assumes_quality_1,
+            "ev_equivalents": _num(k.ev_equivalents_window, 1),
+            "feed_t": _num(k.feed_t_window, 3),
+            "coverage": _num(k.coverage, 4),
         }
     )
 
@@ -342,6 +370,10 @@ def kpi_messages(update: PipelineUpdate, base: str) -> dict[str, bytes]:
         out[f"{base}/{YIELD_SHIFT}"] = yield_payload(update.yield_shift)
     for final in update.shifts_completed:
         out[f"{base}/{YIELD_SHIFT_FINAL}"] = yield_payload(final)
+    for lot in update.lots_completed:
+        out[f"{base}/{YIELD_LOT}"] = yield_payload(lot)
+    if update.kpis is not None:
+        out[f"{base}/{OPERATIONS}"] = operations_payload(update.kpis)
     if update.flows is not None:
         for suffix, payload in flow_payloads(update.flows).items():
             out[f"{base}/{suffix}"] = payload

@@ -213,6 +213,7 @@ async def demo(
             mqtt_port=stack.mosquitto.port,
             influx_url=stack.proxy.url,
             state_dir=workdir,
+            speed=speed,
         )
         local = workdir / "line.toml"
         await asyncio.to_thread(local.write_text, text, encoding="utf-8")

@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from gateway.config_base import IDENT, TAG_NAME, Model
 from gateway.control_config import Control
-from gateway.detector_config import Detectors
+from gateway.detector_config import Detectors, Kpis
 from gateway.errors import ConfigError
 
 # Mass units the balance understands, as factors to tonnes (totals) or tonnes/hour (rates).
@@ -212,6 +212,25 @@ class MqttInputDriver(Model):
 Driver = Annotated[OpcUaDriver | MqttInputDriver, Field(discriminator="type")]
 
 
+class Despike(Model):
+    """Hampel despiking of a rate or analog channel (domain.md: window 7-21, 3 sigma, MAD x 1.4826).
+
+    Causal: a sample is judged against the median of the tag's previous `window` samples. A
+    spike is replaced by that median and marked UNCERTAIN (counted, alarmed when frequent);
+    totalizers are never despiked. `floor` is the smallest scale in tag units (the reading's
+    resolution or noise), so a flat or quantised signal does not flag every step."""
+
+    window: int = Field(default=7, ge=3, le=21)
+    sigmas: float = Field(default=3.0, gt=0)
+    floor: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Despike:
+        if self.window % 2 == 0:
+            raise ValueError("window: the Hampel window must be odd")
+        return self
+
+
 class Tag(Model):
     name: Annotated[str, Field(pattern=TAG_NAME)]
     driver: str
@@ -249,6 +268,7 @@ class Tag(Model):
     # is a glitch or rebase and is not counted. Without them a wrap is handled as a reset.
     rollover: float | None = Field(default=None, gt=0)
     max_rate: float | None = Field(default=None, gt=0)
+    despike: Despike | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Tag:
@@ -271,6 +291,8 @@ class Tag(Model):
             raise ValueError("kind: only feed and black_mass streams have a kind")
         if self.kind != "total" and (self.rollover is not None or self.max_rate is not None):
             raise ValueError("rollover: rollover and max_rate are for totalizers (kind = 'total')")
+        if self.kind == "total" and self.despike is not None:
+            raise ValueError("despike: a totalizer is never despiked (its deltas are the mass)")
         return self
 
     @property
@@ -297,6 +319,12 @@ class YieldSettings(Model):
     shift_h: float = Field(default=8.0, gt=0, le=24)
     shift_start: dt_time = dt_time(6, 0)
     timezone: str = "UTC"
+    # Per-lot yield: the tag carrying the number of the lot being fed (a change starts the next
+    # lot), and the residence-time model that attributes black mass to lots: a plug delay
+    # (conveyors, screen) and a dryer of `rtd_tanks` mixed tanks taking the rest of the delay.
+    lot_tag: str | None = None
+    rtd_tanks: int = Field(default=4, ge=1, le=50)
+    rtd_plug_min: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> YieldSettings:
@@ -307,6 +335,8 @@ class YieldSettings(Model):
             )
         if self.max_gap_s < self.bin_s:
             raise ValueError("max_gap_s: must be at least bin_s")
+        if self.rtd_plug_min >= self.transport_delay_min and self.lot_tag is not None:
+            raise ValueError("rtd_plug_min: the plug part must be shorter than the transport delay")
         if (24 / self.shift_h) != round(24 / self.shift_h):
             raise ValueError(f"shift_h: {self.shift_h} h does not divide a day into whole shifts")
         try:
@@ -364,6 +394,7 @@ class LineConfig(Model):
     runtime: Runtime = Runtime()
     control: Control = Control()
     detectors: Detectors = Detectors()
+    kpis: Kpis = Kpis()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -387,9 +418,12 @@ class LineConfig(Model):
             if n != 1:
                 raise ValueError(f"tags: exactly one tag must have role = '{role}' (found {n})")
         self._check_control(seen)
-        for key, name in self.detectors.tag_names():
-            if name not in seen:
-                raise ValueError(f"detectors.{key}: no tag named '{name}' in [[tags]]")
+        for section, names in (("detectors", self.detectors.tag_names()), ("kpis", self.kpis.tag_names())):
+            for key, name in names:
+                if name not in seen:
+                    raise ValueError(f"{section}.{key}: no tag named '{name}' in [[tags]]")
+        if self.yield_.lot_tag is not None and self.yield_.lot_tag not in seen:
+            raise ValueError(f"yield.lot_tag: no tag named '{self.yield_.lot_tag}' in [[tags]]")
         ref = self.detectors.feed_reference_tag
         if ref is not None and next(t for t in self.tags if t.name == ref).unit not in TOTAL_UNITS:
             raise ValueError(

@@ -1,4 +1,5 @@
-"""The `[detectors]` section of the line config: which fault detectors watch what.
+"""The `[detectors]` and `[kpis]` sections of the line config: what the fault detectors and the
+operator KPIs read.
 
 Every detector is optional and off unless its inputs are named, so a line without a dryer
 load cell or a shredder power reading still loads; cross-references to tags are checked by
@@ -41,6 +42,9 @@ class Detectors(Model):
     # feed is reconciled to it (then its uncertainty is `reference_sigma_rel`, 1 sigma).
     feed_reference_tag: str | None = None
     reference_sigma_rel: float = Field(default=0.001, gt=0, lt=0.5)
+    # Random 1-sigma of one 10-minute belt-vs-scale comparison, relative (belt noise, display
+    # steps, boundary timing); the drift CUSUM's sensitivity and false-alarm rate follow it.
+    drift_sigma_rel: float = Field(default=0.002, gt=0, lt=0.5)
 
     @model_validator(mode="after")
     def _check(self) -> Detectors:
@@ -56,4 +60,23 @@ class Detectors(Model):
             ("feed_reference_tag", self.feed_reference_tag),
         ]
         out += [(f"stuck_tags[{i}]", t) for i, t in enumerate(self.stuck_tags)]
+        return [(k, t) for k, t in out if t is not None]
+
+
+class Kpis(Model):
+    """Operator KPIs over the rolling window: energy, nitrogen and condensate per tonne of feed,
+    availability, performance, OEE and electric-vehicle equivalents (gateway.kpis)."""
+
+    # Energy totalizers (kWh or MWh) summed into the specific energy.
+    energy_tags: list[str] = Field(default_factory=list)
+    nitrogen_tag: str | None = None  # N2 totalizer, Nm3
+    condensate_tag: str | None = None  # condensate tank mass (kg), emptied now and then
+    # A fall of the tank larger than this between two readings is an emptying, not noise.
+    tank_drop_kg: float = Field(default=50.0, gt=0)
+    planned: float = Field(default=1.0, gt=0, le=1)  # share of the time the line is planned to run
+    ev_pack_t: float = Field(default=13_500 / 40_000, gt=0)  # feed tonnes per electric vehicle
+
+    def tag_names(self) -> list[tuple[str, str]]:
+        out = [(f"energy_tags[{i}]", t) for i, t in enumerate(self.energy_tags)]
+        out += [("nitrogen_tag", self.nitrogen_tag), ("condensate_tag", self.condensate_tag)]
         return [(k, t) for k, t in out if t is not None]

@@ -21,6 +21,7 @@ from gateway.detectors import (
     FLAG_IMPLAUSIBLE,
     FLAG_RESET,
     FLAG_ROLLOVER,
+    FLAG_SPIKE,
     ClockSkewDetector,
     Conditions,
     DriftConfig,
@@ -39,8 +40,8 @@ from gateway.weigher_reference import WeigherReference
 # A feed below this share of nameplate says nothing about the dryer's residence time.
 MIN_FEED_SHARE = 0.2
 # The hold-up is steady enough to read a residence time from when its means over the last
-# STEADY_PERIODS re-estimation periods spread by less than STEADY_SPREAD of the newest.
-STEADY_PERIODS = 3
+# STEADY_H hours of re-estimation periods spread by less than STEADY_SPREAD of the newest.
+STEADY_H = 1.0
 STEADY_SPREAD = 0.1
 
 
@@ -82,8 +83,10 @@ class FaultMonitor:
         self._next_delay_t = -math.inf
         self._holdup_sum = 0.0
         self._holdup_n = 0
-        self._recent_holdups: deque[float] = deque(maxlen=STEADY_PERIODS)
+        self._steady_periods = max(2, round(STEADY_H * 3600 / d.delay_every_s))
+        self._recent_holdups: deque[float] = deque(maxlen=self._steady_periods)
         self.t_now = math.nan
+        self.running = False  # the activity tag says the line runs (after the last tick)
         self.reference: WeigherReference | None = None
         self.feed_drift: ZeroDriftDetector | None = None
         if d.feed_reference_tag is not None:
@@ -95,9 +98,7 @@ class FaultMonitor:
             self.feed_drift = ZeroDriftDetector(
                 feed.name,
                 d.feed_reference_tag,
-                # The belt's random error per 10-min interval is its 1 kg display over ~280 kg
-                # (it telescopes, see DriftConfig); the scale's is its 0.1 kg display.
-                DriftConfig(belt_sigma_rel=0.002, ref_sigma_rel=d.reference_sigma_rel / 2),
+                DriftConfig(belt_sigma_rel=d.drift_sigma_rel, ref_sigma_rel=d.reference_sigma_rel / 2),
             )
 
     def observe(
@@ -106,7 +107,7 @@ class FaultMonitor:
         t: np.ndarray,
         value: np.ndarray,
         cq: np.ndarray,
-        flags: np.ndarray | None,
+        spikes: tuple[np.ndarray, np.ndarray],
         arrival: float | None,
         t_now: float,
         last_value: np.ndarray,
@@ -114,18 +115,19 @@ class FaultMonitor:
         st_events: np.ndarray,
         feed_rate_tph: float,
     ) -> None:
-        """One tick. `cq` conditioned quality per sample, `flags` conditioning flags per sample
-        (None: no conditioning chain), `arrival` the time the samples arrived in the source
-        timestamps' time base (None: unknown, no clock-skew check)."""
+        """One tick. `cq` conditioned quality per sample, `spikes` the (tag, time) of the spikes
+        confirmed in it, `arrival` the time the samples arrived in the source timestamps' time
+        base (None: unknown, no clock-skew check)."""
         self.t_now = t_now
         usable = cq <= Quality.UNCERTAIN
         active = self._active(last_value, last_quality)
+        self.running = active
         watched = usable & self.watched[tag] & (value > self.floor_value[tag])
         self.stuck.update(tag[watched], t[watched], value[watched], t_now, active)
         if self.skew is not None and arrival is not None and usable.any():
             self.skew.update(tag[usable], t[usable], arrival)
-        if flags is not None and len(flags):
-            self.spikes.update(tag, t, flags, t_now)
+        spike_tag, spike_t = spikes
+        self.spikes.update(spike_tag, spike_t, np.full(len(spike_tag), FLAG_SPIKE), t_now)
         self._totalizer_events(st_events, t_now)
         if self.reference is not None and self.feed_drift is not None:
             for pair in self.reference.observe(tag, t, value, cq):
@@ -178,7 +180,7 @@ class FaultMonitor:
         recent = self._recent_holdups
         if not (math.isfinite(holdup_t) and math.isfinite(feed_rate_tph)):
             est = DelayEstimate(math.nan, math.nan, 0, False, "no good hold-up or feed rate")
-        elif len(recent) < STEADY_PERIODS or max(recent) - min(recent) > STEADY_SPREAD * holdup_t:
+        elif len(recent) < self._steady_periods or max(recent) - min(recent) > STEADY_SPREAD * holdup_t:
             # Filling, emptying or swinging: hold-up over throughput is not the residence time.
             est = DelayEstimate(math.nan, math.nan, 0, False, "dryer hold-up not steady")
         elif feed_rate_tph < MIN_FEED_SHARE * nameplate:

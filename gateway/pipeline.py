@@ -1,8 +1,12 @@
 """The signal pipeline: one `tick` turns a bus batch into a `PipelineUpdate` for the outputs.
 
 It owns the per-tag and per-stream state arrays the numba kernels update in place, and turns
-the kernels' numbers into typed figures with quality. The rolling yield is GOOD only when both
-windows are covered by good data to `min_coverage` and both balance tags are currently good;
+the kernels' numbers into typed figures with quality. Per tick: despike (Hampel chain, spikes
+confirmed when lone), condition (range, order), accumulate the balance totalizers onto the
+plant-time rings, run the fault monitor (detectors, delay estimate, the feed weigher paired
+with the airlock scale), then read the rolling, shift and lot yields off the rings with the
+feed reconciled to the scale where it can be. A yield is GOOD only when its windows are
+covered by good data to `min_coverage` and both balance tags are currently good and not stuck;
 otherwise it is UNCERTAIN (or BAD with no value when it cannot be computed at all).
 
 A tick hands the outputs the tags that changed as columns (`SignalColumns`), never one Python
@@ -15,13 +19,16 @@ import math
 
 import numpy as np
 
-from gateway import detectors, kernels
+from gateway import conditioning, detectors, kernels
 from gateway.alarms import Severity, alarm_id
 from gateway.config import LineConfig
 from gateway.fault_monitor import FaultMonitor
+from gateway.kpis import KpiConfig, KpiTracker
+from gateway.lot_yield import LotFigure, LotTracker
 from gateway.ports import FlowFigure, PipelineUpdate, SampleColumns, SignalColumns, SignalState, YieldFigure
 from gateway.samples import Quality, SampleBatch
 from gateway.shift_yield import ShiftYieldTracker, window_totals
+from gateway.spike_confirmation import SpikeConfirmation
 from gateway.weigher_reference import fill_pair_rings
 
 FEED = 0
@@ -33,6 +40,9 @@ PAIR_REF = 3
 MIN_PAIRED_SHARE = 0.5
 # Flows shown to operators average the newest few minutes of the balance totals.
 FLOW_AVERAGING_S = 300.0
+_NO_SPIKES = (np.zeros(0, np.int64), np.zeros(0))
+# A lot fed for less than this many transport delays gets an UNCERTAIN figure.
+MIN_LOT_DELAYS = 2
 # A delay estimate may move the windows up to this multiple of the configured delay.
 MAX_DELAY_FACTOR = 3
 
@@ -99,6 +109,28 @@ class YieldPipeline:
         self.ring_first = np.zeros(4, np.int64)
         self.t_plant = math.nan
         self.ticks = 0
+        # Despiking (Hampel) of the tags that ask for it, in the fused conditioning chain.
+        chain = [
+            conditioning.TagConditioning(
+                window=t.despike.window,
+                n_sigma=t.despike.sigmas,
+                s_floor=t.despike.floor,
+                max_gap_s=y.max_gap_s,
+            )
+            if t.despike is not None
+            else conditioning.TagConditioning()
+            for t in tags
+        ]
+        self.despiking = any(t.despike is not None for t in tags)
+        self.chain_params = conditioning.ChainParams.from_tags(chain)
+        self.chain_state = conditioning.ChainState.new(n, max(1, self.chain_params.window_capacity))
+        self.spike_confirmation = SpikeConfirmation(n)
+        self.kpis = self._kpi_tracker(config)
+        self.lot_tag = None if y.lot_tag is None else config.tag_index(y.lot_tag)
+        plug_s = y.rtd_plug_min * 60.0
+        self.lots = LotTracker(y.bin_s, plug_s, y.transport_delay_min * 60.0 - plug_s, y.rtd_tanks)
+        # (tag, time) of the spikes confirmed in the last tick.
+        self.last_spikes: tuple[np.ndarray, np.ndarray] = _NO_SPIKES
 
     def warm_up(self) -> None:
         """Compile (or load from the on-disk cache) every kernel before the service says ready.
@@ -125,6 +157,7 @@ class YieldPipeline:
         """One tick over a drained batch; `arrival` is when it arrived, in the time base of the
         source timestamps (None: unknown; the clock-skew check then skips this batch)."""
         self.ticks += 1
+        self._despike(batch)
         cq = kernels.condition_batch(
             batch.tag,
             batch.t,
@@ -172,7 +205,7 @@ class YieldPipeline:
             batch.t,
             batch.value,
             cq,
-            None,
+            self.last_spikes,
             arrival,
             self.t_plant,
             self.last_value,
@@ -191,6 +224,21 @@ class YieldPipeline:
                 (ref.pair_belt_t, ref.pair_ref_t),
                 int(self.ring_head[FEED]),
             )
+        lots = self._lots(batch, cq)
+        kpis = None
+        if self.kpis is not None and math.isfinite(self.t_plant):
+            feed_now = float(self.st_cum[FEED])
+            self.kpis.update(
+                self.t_plant,
+                batch.tag,
+                batch.t,
+                batch.value,
+                cq,
+                feed_now - self._kpi_feed_seen,
+                self.monitor.running,
+            )
+            self._kpi_feed_seen = feed_now
+            kpis = self.kpis.figures(self.t_plant)
         shift_running, shifts_completed = self.shift.update(
             self.ring_cum,
             self.ring_good,
@@ -208,7 +256,93 @@ class YieldPipeline:
             tag_names=self.tag_names,
             yield_shift=shift_running,
             shifts_completed=shifts_completed,
+            lots_completed=lots,
+            kpis=kpis,
         )
+
+    def _kpi_tracker(self, config: LineConfig) -> KpiTracker | None:
+        k = config.kpis
+        if not (k.energy_tags or k.nitrogen_tag or k.condensate_tag):
+            return None
+
+        def factor(name: str, units: dict[str, float]) -> float:
+            return units.get(config.tags[config.tag_index(name)].unit, 1.0)
+
+        self._kpi_feed_seen = 0.0
+        return KpiTracker(
+            KpiConfig(
+                nameplate_tph=config.line.nameplate.tonnes_per_hour,
+                energy_tags=[
+                    (config.tag_index(n), factor(n, {"kWh": 1.0, "MWh": 1000.0})) for n in k.energy_tags
+                ],
+                nitrogen_tag=None if k.nitrogen_tag is None else config.tag_index(k.nitrogen_tag),
+                condensate_tag=None if k.condensate_tag is None else config.tag_index(k.condensate_tag),
+                condensate_factor=1.0
+                if k.condensate_tag is None
+                else factor(k.condensate_tag, {"kg": 1.0, "t": 1000.0}),
+                tank_drop_kg=k.tank_drop_kg,
+                window_s=config.yield_.window_h * 3600.0,
+                planned=k.planned,
+                ev_pack_t=k.ev_pack_t,
+            )
+        )
+
+    def _lots(self, batch: SampleBatch, cq: np.ndarray) -> list[YieldFigure]:
+        """Feed lot changes to the lot tracker; the lots it closes out, as yield figures."""
+        if self.lot_tag is None:
+            return []
+        mine = np.flatnonzero((batch.tag == self.lot_tag) & (cq <= Quality.UNCERTAIN))
+        for i in mine[np.argsort(batch.t[mine], kind="stable")]:
+            self.lots.observe_lot(float(batch.t[i]), float(batch.value[i]))
+        closed = self.lots.update(
+            self.ring_cum, self.ring_head, self.ring_first, FEED, BLACK_MASS, self.delay_bins * self.bin_s
+        )
+        return [self._lot_figure(lot) for lot in closed]
+
+    def _lot_figure(self, lot: LotFigure) -> YieldFigure:
+        feed_t, sigma_feed = lot.feed_t, self.sigma_feed
+        start, end = round(lot.t_start / self.bin_s), round(lot.t_end / self.bin_s)
+        if lot.value is not None and lot.feed_t > 0:
+            feed_t, sigma_feed = self.feed_estimate(end, end - start, lot.feed_t)
+        value = lot.black_mass_t / feed_t if lot.value is not None and feed_t > 0 else None
+        # GOOD only for a lot fed into a running line (its start a whole residence-time horizon
+        # after the black-mass stream began: a lot filling an empty dryer comes out late and
+        # spread, beyond what the model knows) and fed for at least twice the delay (the rule
+        # for windows): a shorter lot's figure is mostly the residence-time model's say-so.
+        started = self.ring_first[BLACK_MASS] * self.bin_s
+        settled = lot.t_start >= started + self.lots.rtd.horizon_bins * self.bin_s
+        long_enough = lot.t_end - lot.t_start >= MIN_LOT_DELAYS * self.delay_bins * self.bin_s
+        good = value is not None and lot.complete and settled and long_enough
+        return YieldFigure(
+            t=lot.t_end,
+            value=value,
+            uncertainty=None if value is None else 2.0 * value * math.hypot(sigma_feed, self.sigma_bm),
+            quality=Quality.GOOD if good else (Quality.UNCERTAIN if value is not None else Quality.BAD),
+            coverage=1.0 if good else 0.0,
+            window_h=(lot.t_end - lot.t_start) / 3600.0,
+            covered_h=(lot.t_end - lot.t_start) / 3600.0,
+            delay_min=self.delay_bins * self.bin_s / 60.0,
+            basis=self.config.yield_.basis,
+            feed_t=feed_t,
+            black_mass_t=lot.black_mass_t,
+            horizon="lot",
+            label=f"{lot.lot_id:.0f}",
+            final=True,
+        )
+
+    def _despike(self, batch: SampleBatch) -> None:
+        """Run the Hampel chain on the despiked tags and confirm lone flags as spikes.
+
+        Values are not edited: the balance runs on totalizers, which are never despiked, and a
+        reading shown to operators stays what the instrument said; spikes are counted, alarmed
+        when frequent, and listed for the tick (`last_spikes`)."""
+        if not self.despiking or not len(batch):
+            self.last_spikes = _NO_SPIKES
+            return
+        out = conditioning.condition(
+            self.chain_params, self.chain_state, batch.tag, batch.t, batch.value, batch.quality
+        )
+        self.last_spikes = self.spike_confirmation.update(batch.tag, batch.t, out.flags)
 
     def feed_estimate(self, end_bin: int, length: int, belt_t: float) -> tuple[float, float]:
         """(feed mass, its 1-sigma relative) over grid intervals (end-length, end].

@@ -17,6 +17,7 @@ import numpy as np
 
 from gateway.alarms import Alarm, AlarmEvent
 from gateway.config import Tag
+from gateway.kpis import KpiFigures
 from gateway.output_queue import OutputQueue
 from gateway.samples import Quality, SampleBatch
 
@@ -145,8 +146,8 @@ class YieldFigure:
     basis: str
     feed_t: float  # feed mass in the (delay-shifted) window
     black_mass_t: float  # black-mass out in the window
-    horizon: str = "rolling"  # "rolling" (window_h ending at t) or "shift"
-    label: str = ""  # shift: its local start, ISO 8601
+    horizon: str = "rolling"  # "rolling" (window_h ending at t), "shift" or "lot"
+    label: str = ""  # shift: its local start, ISO 8601; lot: the lot number
     final: bool = True  # shift: False while the shift is still running
 
 
@@ -194,6 +195,10 @@ class PipelineUpdate:
     # The running shift's yield so far, and the final figure of every shift that ended this tick.
     yield_shift: YieldFigure | None = None
     shifts_completed: list[YieldFigure] = field(default_factory=list)
+    # Lots whose black mass has left the line (modelled tail < 1 %), closed out this tick.
+    lots_completed: list[YieldFigure] = field(default_factory=list)
+    # Operator KPIs over the rolling window (None without a [kpis] section).
+    kpis: KpiFigures | None = None
     tag_names: list[str] = field(default_factory=list)  # index -> name, for `samples`
     alarm_events: list[AlarmEvent] = field(default_factory=list)  # raised or cleared this tick
     active_alarms: list[Alarm] = field(default_factory=list)  # everything active after it

@@ -248,7 +248,8 @@ class Runtime:
         batch = self.bus.drain()
         now = time.monotonic()
         self.silence.observe(batch, now)
-        update = self.pipeline.tick(batch)
+        # Arrival is the wall clock: the clock-skew check compares it with source timestamps.
+        update = self.pipeline.tick(batch, arrival=time.time())
         for k in self.silence.overdue(now, self.pipeline.last_quality):
             # Goes through the bus like a driver's mark, so it reaches the outputs next tick.
             log.warning(

@@ -150,7 +150,8 @@ class ShiftYieldTracker:
                 final=True,
             )
         (bm_t, bm_good), (f_t, f_good) = bm, feed
-        coverage = min(bm_good, f_good) / full
+        # A final figure answers for the whole shift; a running one for the part elapsed so far.
+        coverage = min(bm_good, f_good) / (full if final else length)
         sigma_feed = math.nan
         if f_t > 0:
             f_t, sigma_feed = self.feed_estimate(end - self.delay_bins, length, f_t)

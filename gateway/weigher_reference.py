@@ -39,6 +39,7 @@ class WeigherReference:
         ref_to_t: float,
         max_pair_s: float = 300.0,
         ratio_band: tuple[float, float] = (0.8, 1.25),
+        max_belt_age_s: float = 10.0,
     ) -> None:
         self.belt_tag = belt_tag
         self.ref_tag = ref_tag
@@ -46,6 +47,10 @@ class WeigherReference:
         self.ref_to_t = ref_to_t
         self.max_pair_s = max_pair_s
         self.ratio_band = ratio_band
+        # A boundary needs the belt's reading at that instant: one older than this (the belt
+        # weigher dropped out) leaves the boundary unknown, and no pair spans it.
+        self.max_belt_age_s = max_belt_age_s
+        self._belt_t = -math.inf
         self._belt = math.nan  # latest belt reading (t)
         self._ref = math.nan  # latest scale reading (t)
         self._boundary: tuple[float, float, float] | None = None  # (t, belt, ref before the step)
@@ -69,10 +74,13 @@ class WeigherReference:
             ti = float(t[i])
             if tag[i] == self.belt_tag:
                 self._belt = float(value[i]) * self.belt_to_t
+                self._belt_t = ti
                 continue
             ref = float(value[i]) * self.ref_to_t
             stepped = math.isfinite(self._ref) and ref > self._ref
-            if stepped and math.isfinite(self._belt):
+            if stepped and ti - self._belt_t > self.max_belt_age_s:
+                self._boundary = None
+            elif stepped and math.isfinite(self._belt):
                 pair = self._close(ti, self._ref)
                 if pair is not None:
                     out.append(pair)

@@ -66,10 +66,23 @@ class RunRecord:
     scenario: str
     seed: int
     hours: float
+    # The gateway's yield settings in this run (the windows the figures describe).
+    window_h: float = 4.0
+    delay_s: float = 0.0
+    bin_s: float = 10.0
+    max_gap_s: float = 120.0
     rolling: list[Published] = field(default_factory=list)
     shifts: list[Published] = field(default_factory=list)
+    # Closed-out lots: (lot number, published figure, feed tonnes the gateway assigned to it).
+    lots: list[tuple[int, Published, float]] = field(default_factory=list)
+    truth_lots: list[dict[str, Any]] = field(default_factory=list)
     # (plant time, alarm kind, source) of every alarm raised, in order.
     alarms: list[tuple[float, str, str]] = field(default_factory=list)
+    # Spikes the sensor layer injected on configured tags, and samples the gateway flagged as
+    # spikes: (plant time, tag name) each.
+    spikes_injected: list[tuple[float, str]] = field(default_factory=list)
+    spikes_flagged: list[tuple[float, str]] = field(default_factory=list)
+    despiked_tags: list[str] = field(default_factory=list)
     truth_rows: list[dict[str, Any]] = field(default_factory=list)
     truth_shifts: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -119,7 +132,10 @@ def run(
     index = [(config.tag_index(b.tag), b.signal, b.factor) for b in bindings]
     pipeline = YieldPipeline(config)
     silence = SilenceWatch(config)
-    record = RunRecord(scenario.id, seed, hours)
+    y = config.yield_
+    record = RunRecord(scenario.id, seed, hours, y.window_h, y.transport_delay_min * 60, y.bin_s, y.max_gap_s)
+    record.despiked_tags = [t.name for t in config.tags if t.despike is not None]
+    served = {b.signal for b in bindings}
     t0 = DEFAULT_START.timestamp()
     total = round(hours * 3600.0 / plant.dt_s)
     every = max(1, round(measure_every_s / plant.dt_s))
@@ -143,6 +159,9 @@ def run(
                 clock.advance_to(min(total, plant.steps + every))
                 now = t0 + plant.t_s
                 readings = sensors.measure_timed(plant.signals(), now)
+                record.spikes_injected += [
+                    (sp.t, sp.signal) for sp in sensors.drain_spikes() if sp.signal in served
+                ]
                 for k, signal, factor in index:
                     got = readings.get(signal)
                     if got is not None:
@@ -156,6 +175,7 @@ def run(
         _, record.truth_rows = read_truth(truth_path, "window")
         _, record.truth_shifts = read_truth(truth_path, "shift")
         _, record.events = read_truth(truth_path, "event")
+        _, record.truth_lots = read_truth(truth_path, "lot")
     return record
 
 
@@ -182,6 +202,10 @@ def _tick(
     silence.observe(batch, now)
     # Offline, plant time is the arrival clock: samples arrive when they were measured.
     update = pipeline.tick(batch, arrival=now)
+    spike_tag, spike_t = pipeline.last_spikes
+    record.spikes_flagged += [
+        (float(t), pipeline.tag_names[k]) for k, t in zip(spike_tag, spike_t, strict=True)
+    ]
     stale = silence.overdue(now, pipeline.last_quality)
     if len(stale):
         # As the runtime does: the mark goes through the pipeline like a sample.
@@ -198,6 +222,9 @@ def _tick(
     if y is not None and y.value is not None and y.covered_h >= y.window_h:
         record.rolling.append(_published(y))
     record.shifts += [_published(f) for f in update.shifts_completed if f.value is not None]
+    record.lots += [
+        (int(f.label), _published(f), f.feed_t) for f in update.lots_completed if f.value is not None
+    ]
     conditions = pipeline.alarm_conditions(y)
     for aid, (kind, source, _sev, _text) in conditions.items():
         if aid not in active:

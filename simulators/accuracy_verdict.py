@@ -149,7 +149,9 @@ def detection_delays(
             hits = [
                 t - e["t"]
                 for t, kind, source in r.alarms
-                if kind in kinds and t >= e["t"] and (not on_signal or not devices or _device(source) in devices)
+                if kind in kinds
+                and t >= e["t"]
+                and (not on_signal or not devices or _device(source) in devices)
             ]
             out.append(min(hits) if hits else None)
     return out
@@ -162,6 +164,21 @@ def _from_start(runs: Sequence[RunRecord], alarm_kind: str) -> list[float | None
         start = r.truth_rows[0]["t"] if r.truth_rows else 0.0
         hits = [t - start for t, kind, _s in r.alarms if kind == alarm_kind]
         out.append(min(hits) if hits else None)
+    return out
+
+
+def _from_steady(runs: Sequence[RunRecord], alarm_kind: str) -> list[float | None]:
+    """Per run: plant seconds from the dryer first holding 90 % of its median hold-up (the plant
+    starts empty; no residence time can be read while the dryer fills) to the first alarm."""
+    out: list[float | None] = []
+    for r in runs:
+        holdup = np.array([row["holdup_t"] for row in r.truth_rows])
+        if not len(holdup):
+            out.append(None)
+            continue
+        steady = r.truth_rows[int(np.argmax(holdup >= 0.9 * np.median(holdup)))]["t"]
+        hits = [t - steady for t, kind, _s in r.alarms if kind == alarm_kind]
+        out.append(max(0.0, min(hits)) if hits else None)
     return out
 
 
@@ -248,20 +265,31 @@ def false_alarms_per_24h(runs: Sequence[RunRecord], expected: set[str]) -> float
 
 
 def _uncertain_while_uncovered(runs: Sequence[RunRecord]) -> Check:
-    """S4: a figure whose window lost > 10 % to a dropout is never GOOD."""
+    """S4: a figure whose window lost more than 10 % to a dropout is never GOOD.
+
+    A feed dropout hits the delay-shifted feed window (t-W-tau, t-tau], a black-mass one the
+    window (t-W, t]; a gap up to max_gap_s still counts as covered (totalizers lose no mass)."""
     bad = 0
+    checked = 0
     for r in runs:
+        w = r.window_h * 3600.0
         for e in _events(r, "sensor.dropout"):
             t0, t1 = e["t"], e["t"] + float(e["params"]["duration_s"])
+            if t1 - t0 <= r.max_gap_s:
+                continue
+            shift = r.delay_s if any(_device(n) == "bw_feed" for n in _signals(e)) else 0.0
             for p in r.rolling:
-                if p.quality is not Quality.GOOD:
-                    continue
-                # The feed window is delay-shifted; the conservative test is the span of both.
-                w = 4 * 3600.0
-                lost = max(0.0, min(p.t, t1) - max(p.t - w - 2 * 3600.0, t0))
-                if lost > 0.1 * w + 600:
-                    bad += 1
-    return Check("GOOD only with >= 90 % coverage", f"{bad} GOOD figures over a long dropout", "0", bad == 0)
+                lo, hi = p.t - w - shift, p.t - shift
+                lost = max(0.0, min(hi, t1) - max(lo, t0))
+                if lost > 0.1 * w + r.bin_s:
+                    checked += 1
+                    bad += p.quality is Quality.GOOD
+    return Check(
+        "GOOD only with >= 90 % coverage",
+        f"{bad} of {checked} figures over a long dropout were GOOD",
+        "0",
+        bad == 0 and checked > 0,
+    )
 
 
 ALARM_FOR = {
@@ -288,8 +316,12 @@ def report_for(
         expected.add("wrong_delay")
     rep.false_alarms_per_24h = false_alarms_per_24h(runs, expected)
     sid = scenario.id
-    if sid in ("S0", "S9", "S10", "S12"):
+    if sid in ("S0", "S10", "S12"):
         rep.checks += _s0_checks(rolling, shift, with_coverage=sid == "S0", seeds=len(rep.seeds))
+    elif sid == "S9":
+        # Its criterion is the shift figure with the hold-up in it; a 4 h window over a swinging
+        # dryer is reported above, not judged.
+        rep.checks += [c for c in _s0_checks(rolling, shift) if c.name.startswith("shift")]
     elif sid == "S1":
         rep.checks += _s0_checks(rolling, shift, with_coverage=False)
     elif sid == "S4":
@@ -306,6 +338,7 @@ def report_for(
         rep.checks += _s0_checks(rolling, shift, with_coverage=False)
     elif sid == "S3":
         rep.checks.append(_no_effect_check(runs, reference))
+        rep.checks.append(_spikes_flagged(runs))
     elif sid in ("S6", "S7"):
         rep.checks += _s0_checks(rolling, shift, with_coverage=False)
     if sid == "S0":
@@ -320,16 +353,105 @@ def report_for(
         if alarm is None:
             continue
         delays = detection_delays(runs, e.kind, alarm)
+        if e.kind == "sensor.rollover":
+            # Wrapping is enabled at the event; the first wrap comes when the counter reaches
+            # the modulus: judge the alarm from then.
+            delays = _from_first_wrap(runs, float(e.params["modulus"]))
         limit = limits.get(e.kind, 600.0)
         check = _delay_check(f"{alarm} detected", delays, limit)
         if check not in rep.checks:
             rep.checks.append(check)
         rep.detections.append(f"{e.kind} -> {alarm}: {check.measured}")
     if sid == "S8":
-        rep.checks.append(_delay_check("wrong_delay detected", _from_start(runs, "wrong_delay"), 2 * 3600.0))
-    if sid == "S2":
-        rep.checks.append(Check("lot Y within 1 pp", "not measured (no per-lot yield yet)", "<= 1 pp", False))
+        rep.checks.append(
+            _delay_check(
+                "wrong_delay detected (from a steady dryer)", _from_steady(runs, "wrong_delay"), 2 * 3600.0
+            )
+        )
+    if sid in ("S2", "S8"):
+        rep.checks += lot_checks(runs, yield_limit=sid == "S2")
     return rep
+
+
+def _from_first_wrap(runs: Sequence[RunRecord], modulus: float) -> list[float | None]:
+    """Per run: seconds from the true feed total first reaching `modulus` (t) to the first
+    totalizer_rollover alarm. The weigher reads within its span error of the truth, so the
+    measured wrap comes up to ~1 % of the elapsed time either side."""
+    out: list[float | None] = []
+    for r in runs:
+        wrap = next((row["t"] for row in r.truth_rows if row["feed_total_t"] >= modulus), None)
+        hits = [t for t, kind, _s in r.alarms if kind == "totalizer_rollover"]
+        out.append(None if wrap is None or not hits else max(0.0, min(hits) - wrap))
+    return out
+
+
+def _spikes_flagged(runs: Sequence[RunRecord]) -> Check:
+    """S3: >= 99 % of the spikes injected on despiked tags are flagged at their sample."""
+    injected = flagged = 0
+    false = 0
+    per_tag: dict[str, list[int]] = {}
+    for r in runs:
+        marks = set(r.spikes_flagged)
+        watched = set(r.despiked_tags)
+        for t, name in r.spikes_injected:
+            if name not in watched:
+                continue
+            injected += 1
+            hit = (t, name) in marks
+            flagged += hit
+            per_tag.setdefault(name, [0, 0])[0] += 1
+            per_tag[name][1] += hit
+        false += len(marks - set(r.spikes_injected))
+    if not injected:
+        return Check("spikes flagged", "not measured (no spike on a despiked tag)", ">= 99 %", False)
+    share = flagged / injected
+    detail = ", ".join(f"{k} {h}/{n}" for k, (n, h) in sorted(per_tag.items()))
+    return Check(
+        "spikes flagged",
+        f"{share:.1%} of {injected} ({detail}); {false} samples flagged without an injected spike",
+        ">= 99 %",
+        share >= 0.99,
+    )
+
+
+def lot_checks(runs: Sequence[RunRecord], yield_limit: bool = True) -> list[Check]:
+    """Per-lot yield within 1 pp of the lot's true yield (S2), and the feed assigned to each lot
+    within 5 % of what the lot really fed (the lot boundary, S2 and S8), over GOOD lot figures."""
+    errors: list[float] = []
+    boundary: list[float] = []
+    for r in runs:
+        truth = {int(str(t["lot"]).lstrip("L")): t for t in r.truth_lots}
+        for number, fig, feed_t in r.lots:
+            true = truth.get(number)
+            if true is None or fig.quality is not Quality.GOOD or true["yield"] is None:
+                continue
+            errors.append(abs(fig.value - true["yield"]) * 100)
+            boundary.append(abs(feed_t - true["fed_t"]) / true["fed_t"])
+    if not errors:
+        return [
+            Check(
+                "lot Y within 1 pp", "not measured (no GOOD lot figure matched a true lot)", "<= 1 pp", False
+            )
+        ]
+    checks = [
+        Check(
+            "lot boundary (feed per lot)",
+            f"worst {max(boundary):.1%} over {len(boundary)} lots",
+            "<= 5 %",
+            max(boundary) <= 0.05,
+        )
+    ]
+    if yield_limit:
+        checks.insert(
+            0,
+            Check(
+                "lot Y within 1 pp",
+                f"worst {max(errors):.2f} pp over {len(errors)} lots",
+                "<= 1 pp",
+                max(errors) <= 1.0,
+            ),
+        )
+    return checks
 
 
 def _no_effect_check(runs: Sequence[RunRecord], reference: Sequence[RunRecord]) -> Check:

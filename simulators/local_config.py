@@ -14,10 +14,20 @@ from pathlib import Path
 
 
 def localize_config_text(
-    text: str, *, opcua_port: int, mqtt_port: int, influx_url: str | None, state_dir: Path | None = None
+    text: str,
+    *,
+    opcua_port: int,
+    mqtt_port: int,
+    influx_url: str | None,
+    state_dir: Path | None = None,
+    speed: float = 1.0,
 ) -> str:
     """Return `text` with the OPC-UA, MQTT and InfluxDB endpoints replaced, and the control
-    audit log in `state_dir` when given (a test's audit trail stays in its own directory)."""
+    audit log in `state_dir` when given (a test's audit trail stays in its own directory).
+
+    At a simulator `speed` other than 1 the clock-skew check is switched off: it compares source
+    timestamps (plant time) with arrival (wall time), which only agree when plant time runs at
+    wall speed."""
     rules = [
         (r'(url = "opc\.tcp://127\.0\.0\.1:)\d+(/)', rf"\g<1>{opcua_port}\g<2>"),
         (r"(?m)^(port = )1883\b", rf"\g<1>{mqtt_port}"),
@@ -33,6 +43,10 @@ def localize_config_text(
         text, n = re.subn(r"(?m)^\[control\]\n", f"[control]\naudit_log = {audit}\n", text)
         if n == 0:
             text = text.rstrip("\n") + f"\n\n[control]\naudit_log = {audit}\n"
+    if speed != 1.0:
+        text, n = re.subn(r"(?m)^clock_skew_s = .*$", "clock_skew_s = 0  # accelerated plant time", text)
+        if n == 0:
+            text = re.sub(r"(?m)^\[detectors\]\n", "[detectors]\nclock_skew_s = 0\n", text)
     if influx_url is None:
         # No InfluxDB in this run: drop the whole [outputs.influxdb] table.
         text = re.sub(r"(?ms)^\[outputs\.influxdb\].*?(?=^\[)", "", text)

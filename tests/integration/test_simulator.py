@@ -94,7 +94,7 @@ async def test_every_opcua_tag_is_served_good_in_plant_time(sim: Sim) -> None:
         ns = await client.get_namespace_index("urn:linegate:simulator")
         assert ns == 2
         opcua_tags = [t for t in sim.config.tags if sim.config.drivers[t.driver].type == "opcua"]
-        assert len(opcua_tags) == 13  # the shipped config: 13 PLC tags, 3 on MQTT
+        assert len(opcua_tags) == 19  # the shipped config: 19 PLC tags, 3 on MQTT
         node = client.get_node("ns=2;s=bw_feed.total")
 
         async def plant_ahead() -> bool:

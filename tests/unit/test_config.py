@@ -23,10 +23,10 @@ CASES = {
         "drivers.iot.max_payload_byte",
         "unknown key",
     ),
-    "range_inverted": (("range = [0, 400]", "range = [400, 0]"), "tags[3].range", "must be below max"),
+    "range_inverted": (("range = [0, 400]", "range = [400, 0]"), "tags[4].range", "must be below max"),
     "unknown_driver": (
         ('driver = "plc"\nnode_id = "ns=2;s=shr.power"', 'driver = "plcc"\nnode_id = "ns=2;s=shr.power"'),
-        "tags[3] (shr.power).driver",
+        "tags[4] (shr.power).driver",
         "no driver named 'plcc'",
     ),
     "window_too_short": (
@@ -35,7 +35,7 @@ CASES = {
         "shorter than twice the transport delay",
     ),
     "two_feed_streams": (
-        ('unit = "t/h"\nrange = [0, 1.5]', 'unit = "t/h"\nrange = [0, 1.5]\nrole = "feed"\nkind = "rate"'),
+        ('unit = "t/h"\nrange = [0, 3]', 'unit = "t/h"\nrange = [0, 3]\nrole = "feed"\nkind = "rate"'),
         "tags",
         "exactly one tag must have role = 'feed' (found 2)",
     ),
@@ -51,14 +51,14 @@ CASES = {
     ),
     "missing_node_id": (
         ('node_id = "ns=2;s=dry.mass"\n', ""),
-        "tags[9] (dry.mass).node_id",
+        "tags[10] (dry.mass).node_id",
         "required for OPC-UA driver 'plc'",
     ),
     "toml_syntax": (("[yield]", "[yield"), "(syntax)", "Expected ']'"),
     "wrong_type": (("tick_ms = 250", 'tick_ms = "fast"'), "runtime.tick_ms", "valid integer"),
     "kind_on_signal": (
         ('unit = "kW"\nrange = [0, 400]', 'unit = "kW"\nrange = [0, 400]\nkind = "rate"'),
-        "tags[3].kind",
+        "tags[4].kind",
         "only feed and black_mass streams have a kind",
     ),
 }

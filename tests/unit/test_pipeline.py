@@ -98,9 +98,13 @@ def test_stale_input_makes_yield_uncertain(config: LineConfig) -> None:
             status=np.zeros(1, np.uint32),
         )
     )
-    y = _last_yield(p)
+    update = p.tick(SampleBatch.empty())
+    y = update.yield_rolling
     assert y is not None
     assert y.quality is Quality.UNCERTAIN
+    # Nor is the running shift figure GOOD while an input it depends on is stale.
+    assert update.yield_shift is not None
+    assert update.yield_shift.quality is not Quality.GOOD
     feed_signal = next(s for s in p.signal_states() if s.name == "bw_feed.total")
     assert feed_signal.quality is Quality.STALE
     assert np.isnan(feed_signal.value)

@@ -134,3 +134,20 @@ def test_the_yield_is_reconciled_to_the_scale_and_its_band_narrows(config: LineC
     assert y.uncertainty == pytest.approx(
         2 * 0.45 * np.hypot(sigma_ref, config.stream_tag("black_mass").sigma_rel), rel=0.01
     )
+
+
+def test_no_pair_spans_a_belt_weigher_dropout() -> None:
+    t, belt, scale = airlock(3, 1.0)
+    keep = ~((t >= 3600) & (t < 3600 + 300))  # the belt weigher silent for 5 minutes
+    ref = WeigherReference(BELT, REF, 1.0, 1e-3)
+    pairs = []
+    for s in range(0, len(t), 37):
+        sl = slice(s, s + 37)
+        kb = keep[sl]
+        n_b, n_r = int(kb.sum()), len(t[sl])
+        tag = np.r_[np.full(n_b, BELT), np.full(n_r, REF)]
+        pairs += ref.observe(
+            tag, np.r_[t[sl][kb], t[sl]], np.r_[belt[sl][kb], scale[sl]], np.zeros(n_b + n_r, np.int8)
+        )
+    assert not any(3600 <= p.t <= 3600 + 300 + 180 and abs(p.belt_t / p.ref_t - 1) > 0.06 for p in pairs)
+    assert ref.pair_belt_t / ref.pair_ref_t == pytest.approx(1.0, rel=2e-3)
