@@ -87,6 +87,7 @@ class FaultMonitor:
         self._recent_holdups: deque[float] = deque(maxlen=self._steady_periods)
         self.t_now = math.nan
         self.running = False  # the activity tag says the line runs (after the last tick)
+        self._balance_suspect = False
         self.reference: WeigherReference | None = None
         self.feed_drift: ZeroDriftDetector | None = None
         if d.feed_reference_tag is not None:
@@ -124,6 +125,8 @@ class FaultMonitor:
         self.running = active
         watched = usable & self.watched[tag] & (value > self.floor_value[tag])
         self.stuck.update(tag[watched], t[watched], value[watched], t_now, active)
+        # Judged once per tick: every figure of the tick asks.
+        self._balance_suspect = self._judge_balance()
         if self.skew is not None and arrival is not None and usable.any():
             self.skew.update(tag[usable], t[usable], arrival)
         spike_tag, spike_t = spikes
@@ -200,6 +203,9 @@ class FaultMonitor:
 
     def balance_suspect(self) -> bool:
         """A balance input is stuck or its source clock frozen: no yield figure may be GOOD."""
+        return self._balance_suspect
+
+    def _judge_balance(self) -> bool:
         stuck = self.stuck.value_stuck() | self.stuck.timestamp_frozen()
         return bool(stuck[list(self.balance_tags)].any())
 
