@@ -743,7 +743,8 @@ class TotalizerEvents:
                 np.maximum.at(last, tag[hit], t[hit])
 
     def _recent(self, last: np.ndarray) -> np.ndarray:
-        return self.t_now - last < self.config.hold_s
+        with np.errstate(invalid="ignore"):  # -inf - -inf before any event or sample: not recent
+            return self.t_now - last < self.config.hold_s
 
     def conditions(self) -> Conditions:
         out: Conditions = {}

@@ -119,6 +119,8 @@ class FaultMonitor:
         """One tick. `cq` conditioned quality per sample, `spikes` the (tag, time) of the spikes
         confirmed in it, `arrival` the time the samples arrived in the source timestamps' time
         base (None: unknown, no clock-skew check)."""
+        if not math.isfinite(t_now):
+            return  # no sample yet: nothing to judge
         self.t_now = t_now
         usable = cq <= Quality.UNCERTAIN
         active = self._active(last_value, last_quality)

@@ -95,6 +95,7 @@ class Runtime:
         self.latest: PipelineUpdate | None = None
         self.last_tick_monotonic = 0.0
         self.tick_seconds = 0.0
+        self.tick_errors = 0
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._input_tasks: list[asyncio.Task[None]] = []
@@ -276,7 +277,14 @@ class Runtime:
         period = self.config.runtime.tick_ms / 1000
         next_at = time.monotonic()
         while True:
-            self._tick_once()
+            try:
+                self._tick_once()
+            except Exception:
+                # A bug in one figure must not stop the data: log it and tick on. A tick that
+                # fails leaves last_tick_monotonic behind, so ticks that keep failing stop the
+                # watchdog's pings and systemd restarts the gateway.
+                self.tick_errors += 1
+                log.exception("pipeline tick failed (%d so far)", self.tick_errors)
             next_at += period
             delay = next_at - time.monotonic()
             if delay < 0:  # fell behind: skip missed ticks instead of bursting
