@@ -265,16 +265,15 @@ class HorizonScore:
         }
 
 
-def score_series(published: Sequence[Published], truth_at: Any) -> HorizonScore:
-    """Score figures against `truth_at(t) -> float | None`."""
+def score_series(published: Sequence[Published], truth: Sequence[float | None]) -> HorizonScore:
+    """Score figures against the true value of each (`truth[i]` for `published[i]`; None: unknown)."""
     errors: list[float] = []
     sigmas: list[float] = []
     good = 0
-    for p in published:
+    for p, true in zip(published, truth, strict=True):
         if p.quality is not Quality.GOOD:
             continue
         good += 1
-        true = truth_at(p.t)
         if true is None:
             continue
         errors.append((p.value - true) * 100.0)

@@ -86,16 +86,14 @@ class ScenarioReport:
 def _pooled(
     runs: Sequence[RunRecord], pick: Callable[[RunRecord], tuple[list[Published], Any]]
 ) -> HorizonScore:
-    """One score over all seeds' figures (each against its own truth)."""
+    """One score over all seeds' figures, each against its own run's truth."""
     published: list[Published] = []
-    truths: list[Any] = []
+    truths: list[float | None] = []
     for r in runs:
         figs, at = pick(r)
         published += figs
-        truths += [at] * len(figs)
-    # score_series takes one lookup: dispatch by position.
-    it = iter(truths)
-    return score_series(published, lambda t: next(it)(t)) if published else score_series([], lambda t: None)
+        truths += [at(p.t) for p in figs]
+    return score_series(published, truths)
 
 
 def rolling_score(

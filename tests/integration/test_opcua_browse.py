@@ -98,7 +98,7 @@ async def test_snippet_reproduces_the_configs_opcua_tags_from_the_server(
         Tag.model_validate(table)  # every table is a valid tag as printed, no TODO left here
         assert table["driver"] == "plc"
     expected = opcua_tags(sim.config)
-    assert len(expected) == 12
+    assert len(expected) == 19  # the shipped config's PLC tags
     for tag in expected:
         got = tags.get(tag.name)
         assert got is not None, (tag.name, sorted(tags))

@@ -288,12 +288,12 @@ async def test_a_tag_silent_past_its_period_is_flagged_stale_by_the_runtime() ->
 
 
 async def test_iterator_queue_overflow_is_counted_exactly() -> None:
-    # Twelve tags change in one publish response; asyncua delivers all twelve into a queue of
-    # ten before the consumer runs: two are lost and must be counted, not hidden.
+    # Nineteen tags change in one publish response; asyncua delivers all of them into a queue
+    # of ten before the consumer runs: nine are lost and must be counted, not hidden.
     async with rig(lambda p: plc_config(p, driver={"queue_maxsize": 10})) as r:
         n = len(r.config.tags)
-        assert n == 12
-        # The initial values of all twelve items come in one publish response too.
+        assert n == 19
+        # The initial values of all nineteen items come in one publish response too.
         await r.sink.wait_for("the first ten", lambda: len(r.sink.samples) >= 10)
         assert r.driver.dropped_overflow == n - 10
         before_samples, before_dropped = len(r.sink.samples), r.driver.dropped_overflow
