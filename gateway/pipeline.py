@@ -23,7 +23,7 @@ from gateway import conditioning, detectors, kernels
 from gateway.alarms import Severity, alarm_id
 from gateway.config import LineConfig
 from gateway.fault_monitor import FaultMonitor
-from gateway.kpis import KpiConfig, KpiTracker
+from gateway.kpis import KpiConfig, KpiFigures, KpiTracker
 from gateway.lot_yield import LotFigure, LotTracker
 from gateway.ports import FlowFigure, PipelineUpdate, SampleColumns, SignalColumns, SignalState, YieldFigure
 from gateway.samples import Quality, SampleBatch
@@ -75,7 +75,6 @@ class YieldPipeline:
         self.bm_tag = config.tag_index(config.stream_tag("black_mass").name)
         self.sigma_feed = config.stream_tag("feed").sigma_rel
         self.sigma_bm = config.stream_tag("black_mass").sigma_rel
-        self.sigma_rel = math.hypot(self.sigma_feed, self.sigma_bm)
 
         self.last_t = np.full(n, -np.inf)
         self.last_value = np.full(n, np.nan)
@@ -125,7 +124,8 @@ class YieldPipeline:
         self.chain_params = conditioning.ChainParams.from_tags(chain)
         self.chain_state = conditioning.ChainState.new(n, max(1, self.chain_params.window_capacity))
         self.spike_confirmation = SpikeConfirmation(n)
-        self.kpis = self._kpi_tracker(config)
+        self.kpis = kpi_tracker(config)
+        self._kpi_feed_seen = 0.0  # the feed stream's cumulative mass at the last KPI update
         self.lot_tag = None if y.lot_tag is None else config.tag_index(y.lot_tag)
         plug_s = y.rtd_plug_min * 60.0
         self.lots = LotTracker(y.bin_s, plug_s, y.transport_delay_min * 60.0 - plug_s, y.rtd_tanks)
@@ -225,20 +225,7 @@ class YieldPipeline:
                 int(self.ring_head[FEED]),
             )
         lots = self._lots(batch, cq)
-        kpis = None
-        if self.kpis is not None and math.isfinite(self.t_plant):
-            feed_now = float(self.st_cum[FEED])
-            self.kpis.update(
-                self.t_plant,
-                batch.tag,
-                batch.t,
-                batch.value,
-                cq,
-                feed_now - self._kpi_feed_seen,
-                self.monitor.running,
-            )
-            self._kpi_feed_seen = feed_now
-            kpis = self.kpis.figures(self.t_plant)
+        kpis = self._kpis(batch, cq)
         shift_running, shifts_completed = self.shift.update(
             self.ring_cum,
             self.ring_good,
@@ -260,32 +247,22 @@ class YieldPipeline:
             kpis=kpis,
         )
 
-    def _kpi_tracker(self, config: LineConfig) -> KpiTracker | None:
-        k = config.kpis
-        if not (k.energy_tags or k.nitrogen_tag or k.condensate_tag):
+    def _kpis(self, batch: SampleBatch, cq: np.ndarray) -> KpiFigures | None:
+        """Feed the tick to the KPI tracker; its figures (None without [kpis] or a sample yet)."""
+        if self.kpis is None or not math.isfinite(self.t_plant):
             return None
-
-        def factor(name: str, units: dict[str, float]) -> float:
-            return units.get(config.tags[config.tag_index(name)].unit, 1.0)
-
-        self._kpi_feed_seen = 0.0
-        return KpiTracker(
-            KpiConfig(
-                nameplate_tph=config.line.nameplate.tonnes_per_hour,
-                energy_tags=[
-                    (config.tag_index(n), factor(n, {"kWh": 1.0, "MWh": 1000.0})) for n in k.energy_tags
-                ],
-                nitrogen_tag=None if k.nitrogen_tag is None else config.tag_index(k.nitrogen_tag),
-                condensate_tag=None if k.condensate_tag is None else config.tag_index(k.condensate_tag),
-                condensate_factor=1.0
-                if k.condensate_tag is None
-                else factor(k.condensate_tag, {"kg": 1.0, "t": 1000.0}),
-                tank_drop_kg=k.tank_drop_kg,
-                window_s=config.yield_.window_h * 3600.0,
-                planned=k.planned,
-                ev_pack_t=k.ev_pack_t,
-            )
+        feed_now = float(self.st_cum[FEED])
+        self.kpis.update(
+            self.t_plant,
+            batch.tag,
+            batch.t,
+            batch.value,
+            cq,
+            feed_now - self._kpi_feed_seen,
+            self.monitor.running,
         )
+        self._kpi_feed_seen = feed_now
+        return self.kpis.figures(self.t_plant)
 
     def _lots(self, batch: SampleBatch, cq: np.ndarray) -> list[YieldFigure]:
         """Feed lot changes to the lot tracker; the lots it closes out, as yield figures."""
@@ -493,3 +470,31 @@ class YieldPipeline:
             vs = bm_v / nameplate.tonnes_per_hour
         t = float(max(self.ring_head[FEED], self.ring_head[BLACK_MASS])) * self.bin_s
         return FlowFigure(t=t, feed_tph=feed_v, black_mass_tph=bm_v, feed_vs_nameplate=vs)
+
+
+def kpi_tracker(config: LineConfig) -> KpiTracker | None:
+    """The KPI tracker the [kpis] section asks for (None: no KPI inputs configured)."""
+    k = config.kpis
+    if not (k.energy_tags or k.nitrogen_tag or k.condensate_tag):
+        return None
+
+    def factor(name: str, units: dict[str, float]) -> float:
+        return units.get(config.tags[config.tag_index(name)].unit, 1.0)
+
+    return KpiTracker(
+        KpiConfig(
+            nameplate_tph=config.line.nameplate.tonnes_per_hour,
+            energy_tags=[
+                (config.tag_index(n), factor(n, {"kWh": 1.0, "MWh": 1000.0})) for n in k.energy_tags
+            ],
+            nitrogen_tag=None if k.nitrogen_tag is None else config.tag_index(k.nitrogen_tag),
+            condensate_tag=None if k.condensate_tag is None else config.tag_index(k.condensate_tag),
+            condensate_factor=1.0
+            if k.condensate_tag is None
+            else factor(k.condensate_tag, {"kg": 1.0, "t": 1000.0}),
+            tank_drop_kg=k.tank_drop_kg,
+            window_s=config.yield_.window_h * 3600.0,
+            planned=k.planned,
+            ev_pack_t=k.ev_pack_t,
+        )
+    )
