@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,7 @@ def line(
         mqtt_port=mosquitto.port,
         influx_url=influx_proxy.url,
         state_dir=work,
+        speed=SPEED,
     )
     config_path = work / "line.toml"
     config_path.write_text(text, encoding="utf-8")
@@ -244,6 +246,7 @@ def _iso_to_epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
+@pytest.mark.timeout(360)
 def test_full_window_yield_tracks_simulator_truth(line: LineRun) -> None:
     def full_good() -> list[dict[str, Any]]:
         return [
@@ -256,15 +259,19 @@ def test_full_window_yield_tracks_simulator_truth(line: LineRun) -> None:
     def explain() -> str:
         yields = line.topics.on("kpi/yield_rolling")
         last = "\n".join(json.dumps(p) for p in yields[-5:])
+        qualities = Counter(p["quality"] for p in yields)
+        alarms = [json.dumps(p) for p in line.topics.on("alarms/events")][-10:]
         return (
-            f"{len(yields)} yields published, {len(full_good())} good over the full window; the last:\n{last}"
-            f"\ngateway log:\n{line.gateway_log.read_text()[-3000:]}"
+            f"{len(yields)} yields published {dict(qualities)}, {len(full_good())} good over the full "
+            f"window; the last:\n{last}\nthe last alarm events:\n"
+            + "\n".join(alarms)
+            + f"\ngateway log:\n{line.gateway_log.read_text()[-3000:]}"
             f"\nsimulator log:\n{line.config_path.with_name('simulator.log').read_text()[-2000:]}"
         )
 
     # Generous: a loaded CI box runs the simulator slower than 600x; the wait ends when the
-    # yields arrive.
-    wait_for(lambda: len(full_good()) >= 10, 300, "ten GOOD full-window yields", explain=explain)
+    # yields arrive, and ends before the test's own timeout so that the explanation is printed.
+    wait_for(lambda: len(full_good()) >= 10, 240, "ten GOOD full-window yields", explain=explain)
     _alive(line)
     _, rows = read_truth(line.truth_path)
     truth = [(r["t"], r["yield_rolling"]) for r in rows if r["yield_rolling"] is not None]
