@@ -57,6 +57,7 @@ from drivers.operator_topics import (
     birth_payload,
     event_messages,
     kpi_messages,
+    metrics_payload,
     shutdown_payload,
     signal_payloads,
     signal_topic,
@@ -201,6 +202,8 @@ class MqttOperatorOutput:
             ]
             others = kpi_messages(update, self.base)
             others.update(alarm_state_messages(update, self.base))
+            if update.metrics is not None:
+                others[f"{self.status_topic}/metrics"] = metrics_payload(update.metrics)
             events = event_messages(update)
         except Exception:
             # A malformed update must not wedge the queue (it would be retried forever): skip it,

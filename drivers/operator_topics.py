@@ -22,6 +22,13 @@ not (a late subscriber must not take an old transition or answer for a new one).
                                    assumed 1: no on-spec measurement yet), EV equivalents
     <base>/kpi/feed_rate           {"value" (t/h), "unit", "quality", "timestamp", "vs_nameplate"}
     <base>/kpi/black_mass_rate     {"value" (t/h), "unit", "quality", "timestamp"}
+    <base>/status/metrics          the gateway's own metrics every runtime.metrics_interval_s:
+                                   {"timestamp", "tick_ms", "tick_errors", "samples_in",
+                                    "alarms_active", "cpu_percent", "rss_mb", "buffer": {"points",
+                                    "bytes", "age_s", "dropped_points", "replayed_points",
+                                    "written_points", "rejected_points", "refused_points"},
+                                    "drivers": [{"name", "kind", "connected", "connects",
+                                    "failures"}]}
     <base>/alarms/active/<id>      {"id", "kind", "subject", "severity", "text", "since"} while the
                                    alarm is active; an empty retained payload (which deletes the
                                    retained message) once it clears
@@ -60,6 +67,7 @@ from gateway.config import LineConfig
 from gateway.kpis import KpiFigures
 from gateway.ports import FlowFigure, PipelineUpdate, SignalRow, SignalState, YieldFigure
 from gateway.samples import Quality
+from gateway.self_metrics import GatewayMetrics
 
 GATEWAY: Final = "linegate"
 DEFAULT_PREFIX: Final = "linegate"
@@ -396,6 +404,41 @@ def event_messages(update: PipelineUpdate) -> list[bytes]:
     return [alarm_event_payload(e) for e in update.alarm_events]
 
 
+def metrics_payload(m: GatewayMetrics) -> bytes:
+    b = m.buffer
+    return _dump(
+        {
+            "timestamp": _ts(m.t),
+            "tick_ms": _num(m.tick_ms, 3),
+            "tick_errors": m.tick_errors,
+            "samples_in": m.samples_in,
+            "alarms_active": m.alarms_active,
+            "cpu_percent": _num(m.cpu_percent, 1),
+            "rss_mb": _num(m.rss_mb, 1),
+            "buffer": {
+                "points": b.points,
+                "bytes": b.bytes,
+                "age_s": _num(b.age_s, 1),
+                "dropped_points": b.dropped_points,
+                "replayed_points": b.replayed_points,
+                "written_points": b.written_points,
+                "rejected_points": b.rejected_points,
+                "refused_points": b.refused_points,
+            },
+            "drivers": [
+                {
+                    "name": d.name,
+                    "kind": d.kind,
+                    "connected": d.connected,
+                    "connects": d.connects,
+                    "failures": d.failures,
+                }
+                for d in m.drivers
+            ],
+        }
+    )
+
+
 def update_messages(update: PipelineUpdate, base: str) -> dict[str, bytes]:
     """Every retained topic one pipeline update sets, with its payload (topic -> bytes).
 
@@ -405,6 +448,8 @@ def update_messages(update: PipelineUpdate, base: str) -> dict[str, bytes]:
     out = {signal_topic(base, row[0]): p for row, p in zip(rows, signal_payloads(rows), strict=True)}
     out.update(kpi_messages(update, base))
     out.update(alarm_state_messages(update, base))
+    if update.metrics is not None:
+        out[f"{status_topic(base)}/metrics"] = metrics_payload(update.metrics)
     return out
 
 

@@ -366,9 +366,22 @@ class InfluxOutput(Model):
     token_env: str | None = None
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     flush_interval_ms: int = Field(default=1000, ge=10)
-    # Points held in memory while InfluxDB is unreachable; beyond this the oldest are dropped
-    # and counted (the durable buffer is a later step).
-    max_buffer_points: int = Field(default=200_000, ge=100)
+    # The durable buffer (SQLite, WAL): a point is accepted once it is on disk there, and leaves
+    # it only once InfluxDB confirmed it. None: <state dir>/influxdb-buffer.sqlite.
+    buffer_path: Path | None = None
+    # Caps: beyond either, the oldest points are dropped, counted and alarmed (buffer_dropped).
+    # 1 GiB holds about two weeks of the shipped line's points (~3 M points a day, ~170 B each).
+    buffer_max_mb: float = Field(default=1024.0, gt=0)
+    buffer_max_age_h: float = Field(default=14 * 24.0, ge=0)  # 0: no age cap
+    # Batches InfluxDB refuses as malformed (4xx other than auth) go here with the reason, so one
+    # poison batch neither blocks the buffer nor vanishes. None: <state dir>/influxdb-dead-letter.jsonl.
+    dead_letter_path: Path | None = None
+    dead_letter_max_mb: float = Field(default=100.0, gt=0)  # then rotated to <path>.1 (one generation)
+    # Every point carries an int field `seq`: its acceptance number in the buffer, contiguous and
+    # never reused, so gaps (loss) and repeats are visible in InfluxDB itself.
+    sequence_field: bool = True
+    # A 429/503 with Retry-After is honoured up to this long before trying again.
+    retry_after_max_s: float = Field(default=300.0, gt=0)
 
 
 class Outputs(Model):
@@ -383,6 +396,8 @@ class Runtime(Model):
     backoff_initial_s: float = Field(default=0.5, gt=0)
     # Short on purpose: a broker or PLC back after a restart is used again within ~5 s.
     backoff_max_s: float = Field(default=2.0, gt=0)
+    # The gateway's own metrics (historian `gateway`/`driver` points) every this many wall seconds.
+    metrics_interval_s: float = Field(default=10.0, gt=0)
 
 
 class LineConfig(Model):

@@ -18,8 +18,8 @@ import numpy as np
 from gateway.alarms import Alarm, AlarmEvent
 from gateway.config import Tag
 from gateway.kpis import KpiFigures
-from gateway.output_queue import OutputQueue
 from gateway.samples import Quality, SampleBatch
+from gateway.self_metrics import GatewayMetrics
 
 
 class SampleSink(Protocol):
@@ -205,6 +205,8 @@ class PipelineUpdate:
     # Control audit records decided since the last tick (see gateway.control_service), for the
     # historian; the audit log file holds them already.
     control_audit: list[dict[str, Any]] = field(default_factory=list)
+    # The gateway's own metrics, on one tick every `runtime.metrics_interval_s` (else None).
+    metrics: GatewayMetrics | None = None
 
     def signal_rows(self) -> list[SignalRow]:
         """`signals` as plain rows; from the columns directly when the pipeline built them."""
@@ -213,10 +215,22 @@ class PipelineUpdate:
         return [(s.name, s.unit, s.t, s.value, int(s.quality)) for s in self.signals]
 
 
+class UpdateSink(Protocol):
+    """What the runtime puts each tick's update into for one output: an in-memory
+    `OutputQueue`, or a durable buffer (`gateway.durable_spool.DurableSpool`) that encodes the
+    update and keeps it on disk until delivered."""
+
+    def put(self, item: PipelineUpdate, weight: int = 1) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
 class OutputDriver(Protocol):
     name: str
 
-    async def run(self, queue: OutputQueue[PipelineUpdate], on_connected: Callable[[], None]) -> None:
+    # `queue` is the binding's sink: an OutputQueue of updates, or the durable spool of an
+    # output that must not lose data (its items are then the encoded lines).
+    async def run(self, queue: Any, on_connected: Callable[[], None]) -> None:
         """Connect, call `on_connected`, then deliver what `queue` holds until cancelled.
 
         An item leaves the queue (`queue.commit`) only once it was delivered, so a lost

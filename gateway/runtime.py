@@ -27,8 +27,9 @@ from gateway.config import LineConfig
 from gateway.errors import FatalDriverError, RetryableError
 from gateway.output_queue import OutputQueue
 from gateway.pipeline import YieldPipeline
-from gateway.ports import InputDriver, OutputDriver, PipelineUpdate, Service
-from gateway.samples import Quality
+from gateway.ports import InputDriver, OutputDriver, PipelineUpdate, Service, UpdateSink
+from gateway.samples import Quality, stale_mark_time
+from gateway.self_metrics import BufferMetrics, CpuMeter, DriverMetrics, GatewayMetrics, rss_mb
 from gateway.service_notifier import ServiceNotifier, watchdog_loop
 from gateway.silence_watch import SilenceWatch
 
@@ -50,8 +51,30 @@ class DriverHealth:
 @dataclass
 class OutputBinding:
     driver: OutputDriver
-    capacity: int
+    capacity: int  # of the in-memory queue, when no `sink` is given
     weight: Callable[[PipelineUpdate], int] = field(default=lambda _u: 1)
+    # A durable buffer instead of the in-memory queue (the historian's), with its metrics.
+    sink: UpdateSink | None = None
+    buffer_metrics: Callable[[], BufferMetrics] | None = None
+
+
+# A buffer that dropped or refused points keeps its alarm up this long after the last one.
+BUFFER_ALARM_HOLD_S = 600.0
+
+
+class _DropWatch:
+    """Per buffer: has a lifetime counter grown within the last BUFFER_ALARM_HOLD_S?"""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+        self._grew_at: dict[str, float] = {}
+
+    def changed(self, name: str, count: int, now: float) -> bool:
+        last = self._last.setdefault(name, count)  # counts from before this process: not news
+        if count > last:
+            self._last[name] = count
+            self._grew_at[name] = now
+        return now - self._grew_at.get(name, -math.inf) < BUFFER_ALARM_HOLD_S
 
 
 class _DriverSink:
@@ -69,7 +92,7 @@ class _DriverSink:
                 continue
             t = self._pipeline.last_t[k]
             if math.isfinite(t):
-                self._bus.put(k, float(t), math.nan, Quality.STALE)
+                self._bus.put(k, stale_mark_time(float(t)), math.nan, Quality.STALE)
 
 
 class Runtime:
@@ -88,7 +111,9 @@ class Runtime:
         self.inputs = inputs
         self.outputs = outputs
         self.services = services or []
-        self.queues: list[OutputQueue[PipelineUpdate]] = [OutputQueue(b.capacity) for b in outputs]
+        self.queues: list[UpdateSink] = [
+            b.sink if b.sink is not None else OutputQueue[PipelineUpdate](b.capacity) for b in outputs
+        ]
         self.notifier = notifier or ServiceNotifier()
         self.health: dict[str, DriverHealth] = {}
         self.alarms = AlarmBoard()
@@ -96,6 +121,11 @@ class Runtime:
         self.last_tick_monotonic = 0.0
         self.tick_seconds = 0.0
         self.tick_errors = 0
+        self.samples_in = 0
+        self._cpu = CpuMeter()
+        self._next_metrics_at = 0.0  # monotonic
+        self._buffer_drops = _DropWatch()
+        self._buffer_refusals = _DropWatch()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._input_tasks: list[asyncio.Task[None]] = []
@@ -165,9 +195,12 @@ class Runtime:
             if not any(h.connected for h in self.health.values() if h.kind == "output"):
                 break
             await asyncio.sleep(0.05)  # polling queue lengths; outputs signal nothing on drain
-        left = sum(len(q) for q in self.queues)
+        left = sum(len(q) for q in self.queues if isinstance(q, OutputQueue))
         if left:
             log.warning("shutdown: %d updates not delivered to outputs", left)
+        kept = sum(len(q) for q in self.queues if not isinstance(q, OutputQueue))
+        if kept:
+            log.info("shutdown: %d updates kept in the durable buffer for the next start", kept)
         for task in self._output_tasks:
             task.cancel()
         await asyncio.gather(*self._output_tasks, return_exceptions=True)
@@ -199,7 +232,7 @@ class Runtime:
             h, lambda: driver.run(sink, lambda: self._driver_connected(h)), lambda: sink.mark_stale(tags)
         )
 
-    async def _supervise_output(self, driver: OutputDriver, queue: OutputQueue[PipelineUpdate]) -> None:
+    async def _supervise_output(self, driver: OutputDriver, queue: UpdateSink) -> None:
         h = self.health[driver.name]
         await self._supervise(h, lambda: driver.run(queue, lambda: self._driver_connected(h)), lambda: None)
 
@@ -242,11 +275,51 @@ class Runtime:
             if h.fatal is not None or (h.ever_connected and not h.connected):
                 text = f"{h.kind} driver {h.name} down: {h.fatal or h.last_error or 'connection lost'}"
                 conditions[alarm_id("driver_down", h.name)] = ("driver_down", h.name, Severity.ALARM, text)
+        conditions.update(self._buffer_conditions())
         return conditions
+
+    def _buffer_metrics(self) -> list[tuple[str, BufferMetrics]]:
+        return [(b.driver.name, b.buffer_metrics()) for b in self.outputs if b.buffer_metrics is not None]
+
+    def _buffer_conditions(self) -> dict[str, tuple[str, str, Severity, str]]:
+        """A durable buffer that dropped (caps) or could not store (disk) points lately."""
+        out: dict[str, tuple[str, str, Severity, str]] = {}
+        now = time.monotonic()
+        for name, m in self._buffer_metrics():
+            if self._buffer_drops.changed(name, m.dropped_points, now):
+                text = (
+                    f"{name} buffer full: oldest points dropped ({m.dropped_points} so far); the historian "
+                    f"has been unreachable for {m.age_s / 3600:.1f} h or the buffer cap is too small"
+                )
+                out[alarm_id("buffer_dropped", name)] = ("buffer_dropped", name, Severity.ALARM, text)
+            if self._buffer_refusals.changed(name, m.refused_points, now):
+                text = (
+                    f"{name} buffer cannot store points ({m.refused_points} refused): disk full or failing?"
+                )
+                out[alarm_id("buffer_refused", name)] = ("buffer_refused", name, Severity.ALARM, text)
+        return out
+
+    def _metrics(self, t: float, tick_s: float) -> GatewayMetrics:
+        buffers = [m for _, m in self._buffer_metrics()]
+        return GatewayMetrics(
+            t=t,
+            tick_ms=tick_s * 1000.0,
+            tick_errors=self.tick_errors,
+            samples_in=self.samples_in,
+            alarms_active=len(self.alarms.active),
+            cpu_percent=self._cpu.percent(),
+            rss_mb=rss_mb(),
+            buffer=buffers[0] if buffers else BufferMetrics(),
+            drivers=[
+                DriverMetrics(h.name, h.kind, h.connected, h.connects, h.failures)
+                for h in self.health.values()
+            ],
+        )
 
     def _tick_once(self) -> None:
         started = time.perf_counter()
         batch = self.bus.drain()
+        self.samples_in += len(batch)
         now = time.monotonic()
         self.silence.observe(batch, now)
         # Arrival is the wall clock: the clock-skew check compares it with source timestamps.
@@ -258,12 +331,20 @@ class Runtime:
                 self.config.tags[k].name,
                 self.silence.stale_after[k],
             )
-            self.bus.put(int(k), float(self.pipeline.last_t[k]), math.nan, Quality.STALE)
+            self.bus.put(int(k), stale_mark_time(float(self.pipeline.last_t[k])), math.nan, Quality.STALE)
         t = update.t_plant if math.isfinite(update.t_plant) else time.time()
         events = self.alarms.update(self._alarm_conditions(update), t)
         audit = [rec for source in self._audit_sources for rec in source()]
+        metrics = None
+        if now >= self._next_metrics_at:
+            self._next_metrics_at = now + self.config.runtime.metrics_interval_s
+            metrics = self._metrics(time.time(), self.tick_seconds)
         update = replace(
-            update, alarm_events=events, active_alarms=list(self.alarms.active.values()), control_audit=audit
+            update,
+            alarm_events=events,
+            active_alarms=list(self.alarms.active.values()),
+            control_audit=audit,
+            metrics=metrics,
         )
         for binding, queue in zip(self.outputs, self.queues, strict=True):
             queue.put(update, binding.weight(update))

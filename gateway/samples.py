@@ -11,6 +11,16 @@ from enum import IntEnum
 
 import numpy as np
 
+# A stale mark is stamped this long after the tag's last sample, not at it: the historian keys a
+# point by series and millisecond, so a mark at the same time would overwrite that sample's
+# quality (and its sequence number), and the last good value would read as stale.
+STALE_MARK_AFTER_S = 0.001
+
+
+def stale_mark_time(last_t: float) -> float:
+    """Source time for a STALE mark on a tag whose newest sample is at `last_t`."""
+    return last_t + STALE_MARK_AFTER_S
+
 
 class Quality(IntEnum):
     """Quality of one sample or derived figure, ordered from best to worst."""
