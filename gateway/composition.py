@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TextIO
 
 from drivers.command_client import Command, send_command
-from drivers.influx_output import InfluxOutputDriver, points_in
+from drivers.influx_lines import InfluxLineEncoder
+from drivers.influx_output import InfluxOutputDriver
 from drivers.mqtt_commands import MqttCommandChannel
 from drivers.mqtt_input import MqttInputDriver
 from drivers.mqtt_output import MqttOperatorOutput
@@ -31,12 +32,15 @@ from drivers.opcua_security import certs_command, resolve_pki_dir
 from drivers.opcua_writer import OpcUaSetpointWriter
 from gateway.audit_log import AuditLog
 from gateway.commands import CommandLedger, CommandStep
-from gateway.config import LineConfig, OpcUaDriver, parse_config
+from gateway.config import InfluxOutput, LineConfig, OpcUaDriver, parse_config
 from gateway.control_service import GuardedControl
+from gateway.dead_letter import DeadLetterFile
+from gateway.durable_spool import DurableSpool, SpoolError, SpoolLimits
 from gateway.errors import ConfigError, FatalDriverError, RetryableError
 from gateway.interlock_monitor import InterlockMonitor
-from gateway.ports import BoundTag, InputDriver, Service
+from gateway.ports import BoundTag, InputDriver, PipelineUpdate, Service
 from gateway.runtime import OutputBinding, Runtime
+from gateway.self_metrics import BufferMetrics
 from gateway.state_paths import state_dir
 from gateway.terminal_view import TerminalView
 from simulators.local_config import localize_config_text
@@ -71,13 +75,48 @@ def build_runtime(config: LineConfig, control: GuardedControl | None = None) -> 
             control = control or build_control(config)
             services.append(MqttCommandChannel(config.outputs.mqtt, config, control, CommandLedger()))
     if config.outputs.influxdb is not None:
-        influx = config.outputs.influxdb
-        outputs.append(OutputBinding(InfluxOutputDriver(influx, config), influx.max_buffer_points, points_in))
+        outputs.append(influx_binding(config, config.outputs.influxdb))
     runtime = Runtime(config, inputs, outputs, services=services)
     if control is not None:
         runtime.add_listener(control.interlocks.observe)
         runtime.add_audit_source(control.drain_audit)
     return runtime
+
+
+def influx_binding(config: LineConfig, influx: InfluxOutput) -> OutputBinding:
+    """The historian: the durable buffer on disk, the writer draining it, their metrics.
+
+    Raises `ConfigError` when the buffer file cannot be opened or is not a buffer."""
+    encoder = InfluxLineEncoder(config, influx.sequence_field)
+    path = influx.buffer_path if influx.buffer_path is not None else state_dir() / "influxdb-buffer.sqlite"
+    limits = SpoolLimits(
+        max_bytes=int(influx.buffer_max_mb * 2**20), max_age_s=influx.buffer_max_age_h * 3600.0
+    )
+    try:
+        spool = DurableSpool[PipelineUpdate](path, encoder.encode, limits)
+    except (SpoolError, OSError) as exc:
+        raise ConfigError(str(path), [("outputs.influxdb.buffer_path", str(exc))]) from None
+    dead = influx.dead_letter_path
+    dead_letter = DeadLetterFile(
+        dead if dead is not None else state_dir() / "influxdb-dead-letter.jsonl",
+        int(influx.dead_letter_max_mb * 2**20),
+    )
+    driver = InfluxOutputDriver(influx, dead_letter)
+
+    def metrics() -> BufferMetrics:
+        st = spool.stats()
+        return BufferMetrics(
+            points=st.pending_points,
+            bytes=st.pending_bytes,
+            age_s=st.oldest_age_s,
+            dropped_points=st.dropped_points,
+            replayed_points=st.replayed_points,
+            written_points=driver.written_points,
+            rejected_points=driver.rejected_points,
+            refused_points=st.refused_points,
+        )
+
+    return OutputBinding(driver, capacity=0, sink=spool, buffer_metrics=metrics)
 
 
 def build_control(config: LineConfig) -> GuardedControl:

@@ -23,7 +23,8 @@ def localize_config_text(
     speed: float = 1.0,
 ) -> str:
     """Return `text` with the OPC-UA, MQTT and InfluxDB endpoints replaced, and the control
-    audit log in `state_dir` when given (a test's audit trail stays in its own directory).
+    audit log and the historian's buffer and dead-letter files in `state_dir` when given (a
+    test's state stays in its own directory).
 
     At a simulator `speed` other than 1 the clock-skew check is switched off: it compares source
     timestamps (plant time) with arrival (wall time), which only agree when plant time runs at
@@ -43,6 +44,17 @@ def localize_config_text(
         text, n = re.subn(r"(?m)^\[control\]\n", f"[control]\naudit_log = {audit}\n", text)
         if n == 0:
             text = text.rstrip("\n") + f"\n\n[control]\naudit_log = {audit}\n"
+    if state_dir is not None and influx_url is not None:
+        # Each run its own historian buffer: a backlog from another run must not replay here.
+        buffer = json.dumps(str(state_dir / "influxdb-buffer.sqlite"))
+        dead = json.dumps(str(state_dir / "influxdb-dead-letter.jsonl"))
+        text, n = re.subn(
+            r"(?m)^\[outputs\.influxdb\]\n",
+            f"[outputs.influxdb]\nbuffer_path = {buffer}\ndead_letter_path = {dead}\n",
+            text,
+        )
+        if n == 0:
+            raise ValueError("config text has no [outputs.influxdb] table")
     if speed != 1.0:
         text, n = re.subn(r"(?m)^clock_skew_s = .*$", "clock_skew_s = 0  # accelerated plant time", text)
         if n == 0:

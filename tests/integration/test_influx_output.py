@@ -1,13 +1,15 @@
 """The InfluxDB output driver against real InfluxDB 1.6 behind the shipped nginx v2 proxy.
 
-Updates are built by hand from the `gateway.ports` dataclasses, go through a real OutputQueue,
-and are read back with InfluxQL straight from InfluxDB. Each test writes to its own database.
+Updates are built by hand from the `gateway.ports` dataclasses, go through a real durable
+buffer (SQLite, in the test's tmp_path), and are read back with InfluxQL straight from
+InfluxDB. Each test writes to its own database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import urllib.request
 import uuid
@@ -17,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.influx_output import InfluxOutputDriver, escape_tag, points_in
+from drivers.influx_lines import InfluxLineEncoder, escape_tag
+from drivers.influx_output import InfluxOutputDriver
 from gateway.config import InfluxOutput, LineConfig, load_config
+from gateway.dead_letter import DeadLetterFile
+from gateway.durable_spool import DurableSpool
 from gateway.errors import FatalDriverError, RetryableError
-from gateway.output_queue import OutputQueue
 from gateway.ports import FlowFigure, PipelineUpdate, SampleColumns, YieldFigure
 from gateway.samples import Quality
 from simulators.local_services import InfluxDB, InfluxV2CompatProxy
@@ -48,6 +52,18 @@ def database(influxdb: InfluxDB) -> Iterator[str]:
 
 def settings(url: str, db: str, **kw: object) -> InfluxOutput:
     return InfluxOutput.model_validate({"url": url, "bucket": f"{db}/autogen", "flush_interval_ms": 20, **kw})
+
+
+Spool = DurableSpool[PipelineUpdate]
+
+
+def output(
+    tmp_path: Path, s: InfluxOutput, config: LineConfig, sequence_field: bool = False
+) -> tuple[InfluxOutputDriver, Spool]:
+    """The driver and its durable buffer, as the composition root wires them."""
+    encoder = InfluxLineEncoder(config, sequence_field)
+    spool = Spool(tmp_path / "buffer.sqlite", encoder.encode)
+    return InfluxOutputDriver(s, DeadLetterFile(tmp_path / "dead-letter.jsonl", 1 << 20)), spool
 
 
 def samples(rows: list[tuple[int, float, float, Quality]]) -> SampleColumns:
@@ -92,7 +108,7 @@ async def until(condition: Callable[[], bool], what: str, within_s: float = 10.0
         await asyncio.sleep(0.01)  # poll interval; the deadline above bounds the wait
 
 
-async def deliver(driver: InfluxOutputDriver, queue: OutputQueue[PipelineUpdate]) -> None:
+async def deliver(driver: InfluxOutputDriver, queue: Spool) -> None:
     """Run the driver until the queue is empty, then cancel it; re-raise if it failed first."""
     connected = asyncio.Event()
     task = asyncio.create_task(driver.run(queue, connected.set))
@@ -107,9 +123,9 @@ async def deliver(driver: InfluxOutputDriver, queue: OutputQueue[PipelineUpdate]
             await task
 
 
-def enqueue(queue: OutputQueue[PipelineUpdate], *updates: PipelineUpdate) -> None:
+def enqueue(queue: Spool, *updates: PipelineUpdate) -> None:
     for u in updates:
-        queue.put(u, points_in(u))
+        queue.put(u)
 
 
 def write_1x(influx: InfluxDB, db: str, body: str) -> None:
@@ -121,7 +137,11 @@ def write_1x(influx: InfluxDB, db: str, body: str) -> None:
 
 
 async def test_signal_kpi_and_flow_points_read_back_exactly(
-    influxdb: InfluxDB, influx_proxy: InfluxV2CompatProxy, database: str, line_config: LineConfig
+    influxdb: InfluxDB,
+    influx_proxy: InfluxV2CompatProxy,
+    database: str,
+    line_config: LineConfig,
+    tmp_path: Path,
 ) -> None:
     first = update(
         [
@@ -138,23 +158,24 @@ async def test_signal_kpi_and_flow_points_read_back_exactly(
         yield_rolling=figure(T0 + 2, None, None, Quality.BAD),
         flows=FlowFigure(T0 + 2, feed_tph=None, black_mass_tph=None, feed_vs_nameplate=None),
     )
-    assert (points_in(first), points_in(second)) == (6, 2)
-    queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
+    driver, queue = output(tmp_path, settings(influx_proxy.url, database), line_config, sequence_field=True)
     enqueue(queue, first, second)
-    driver = InfluxOutputDriver(settings(influx_proxy.url, database), line_config)
+    assert queue.weight == 6 + 2
 
     await deliver(driver, queue)
 
     assert (driver.written_points, driver.rejected_points, driver.write_errors) == (8, 0, 0)
     ms = 1_700_000_000_000
     line = {"line": "line1", "site": "winston-salem"}
+    # `seq` numbers the points in the order they were accepted: the first update's four samples,
+    # its yield and its flow, then the second's sample and yield (its flow had no field).
     signal = influxdb.rows("SELECT * FROM signal", database)
     assert signal == [
-        {"time": ms + 1, **line, "tag": "bw_feed.rate", "value": 1.5, "quality": "good"},
-        {"time": ms + 2, **line, "tag": "shr.power", "value": None, "quality": "bad"},
-        {"time": ms + 250, **line, "tag": "bw_feed.rate", "value": 1.0e-5, "quality": "uncertain"},
-        {"time": ms + 999, **line, "tag": NAMES[2], "value": -123.456789012345, "quality": "stale"},
-        {"time": ms + 2000, **line, "tag": "shr.power", "value": 187.25, "quality": "good"},
+        {"time": ms + 1, **line, "tag": "bw_feed.rate", "value": 1.5, "quality": "good", "seq": 1},
+        {"time": ms + 2, **line, "tag": "shr.power", "value": None, "quality": "bad", "seq": 2},
+        {"time": ms + 250, **line, "tag": "bw_feed.rate", "value": 1.0e-5, "quality": "uncertain", "seq": 3},
+        {"time": ms + 999, **line, "tag": NAMES[2], "value": -123.456789012345, "quality": "stale", "seq": 4},
+        {"time": ms + 2000, **line, "tag": "shr.power", "value": 187.25, "quality": "good", "seq": 7},
     ]
     kpi = influxdb.rows("SELECT * FROM kpi", database)
     common = {
@@ -169,15 +190,27 @@ async def test_signal_kpi_and_flow_points_read_back_exactly(
         "black_mass_t": 2.577,
     }
     assert kpi == [
-        {"time": ms + 1000, **common, "value": 0.4123 * 100, "uncertainty": 0.0125 * 100, "quality": "good"},
-        {"time": ms + 2000, **common, "value": None, "uncertainty": None, "quality": "bad"},
+        {
+            "time": ms + 1000,
+            **common,
+            "value": 0.4123 * 100,
+            "uncertainty": 0.0125 * 100,
+            "quality": "good",
+            "seq": 5,
+        },
+        {"time": ms + 2000, **common, "value": None, "uncertainty": None, "quality": "bad", "seq": 8},
     ]
     flow = influxdb.rows("SELECT * FROM flow", database)
     assert flow == [
-        {"time": ms + 1000, **line, "feed_tph": 1.62, "black_mass_tph": 0.67}
+        {"time": ms + 1000, **line, "feed_tph": 1.62, "black_mass_tph": 0.67, "seq": 6}
     ]  # feed_vs_nameplate was never written, so the column does not exist
     keys = influxdb.rows("SHOW FIELD KEYS FROM signal", database, epoch=None)
-    assert {r["fieldKey"]: r["fieldType"] for r in keys} == {"value": "float", "quality": "string"}
+    assert {r["fieldKey"]: r["fieldType"] for r in keys} == {
+        "value": "float",
+        "quality": "string",
+        "seq": "integer",
+    }
+    assert (len(queue), queue.stats().delivered_points) == (0, 8)
 
 
 def test_line_protocol_escapes_tag_values() -> None:
@@ -185,10 +218,15 @@ def test_line_protocol_escapes_tag_values() -> None:
 
 
 async def test_small_updates_are_batched_within_the_flush_interval(
-    influxdb: InfluxDB, influx_proxy: InfluxV2CompatProxy, database: str, line_config: LineConfig
+    influxdb: InfluxDB,
+    influx_proxy: InfluxV2CompatProxy,
+    database: str,
+    line_config: LineConfig,
+    tmp_path: Path,
 ) -> None:
-    queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
-    driver = InfluxOutputDriver(settings(influx_proxy.url, database, flush_interval_ms=1_000), line_config)
+    driver, queue = output(
+        tmp_path, settings(influx_proxy.url, database, flush_interval_ms=1_000), line_config
+    )
     connected = asyncio.Event()
     task = asyncio.create_task(driver.run(queue, connected.set))
     try:
@@ -208,11 +246,14 @@ async def test_small_updates_are_batched_within_the_flush_interval(
 
 
 async def test_a_full_batch_is_sent_without_waiting_for_the_interval(
-    influxdb: InfluxDB, influx_proxy: InfluxV2CompatProxy, database: str, line_config: LineConfig
+    influxdb: InfluxDB,
+    influx_proxy: InfluxV2CompatProxy,
+    database: str,
+    line_config: LineConfig,
+    tmp_path: Path,
 ) -> None:
-    queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
     s = settings(influx_proxy.url, database, flush_interval_ms=60_000, batch_size=3)
-    driver = InfluxOutputDriver(s, line_config)
+    driver, queue = output(tmp_path, s, line_config)
     enqueue(
         queue,
         update([(0, T0, 1.0, Quality.GOOD), (1, T0, 2.0, Quality.GOOD), (0, T0 + 1, 3.0, Quality.GOOD)]),
@@ -221,14 +262,17 @@ async def test_a_full_batch_is_sent_without_waiting_for_the_interval(
     assert driver.written_points == 3
 
 
-async def test_a_rejected_batch_is_counted_and_dropped_and_the_queue_moves_on(
-    influxdb: InfluxDB, influx_proxy: InfluxV2CompatProxy, database: str, line_config: LineConfig
+async def test_a_rejected_batch_is_dead_lettered_and_the_buffer_moves_on(
+    influxdb: InfluxDB,
+    influx_proxy: InfluxV2CompatProxy,
+    database: str,
+    line_config: LineConfig,
+    tmp_path: Path,
 ) -> None:
     # `value` already exists as a string in this shard (1.x checks types per shard): float
     # values written next to it conflict.
     write_1x(influxdb, database, 'signal,line=line1,site=winston-salem,tag=x value="text" 1699999999999')
-    queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
-    driver = InfluxOutputDriver(settings(influx_proxy.url, database, batch_size=2), line_config)
+    driver, queue = output(tmp_path, settings(influx_proxy.url, database, batch_size=2), line_config)
     poison = update([(0, T0, 1.0, Quality.GOOD), (1, T0, math.nan, Quality.BAD)])
     later = update([], flows=FlowFigure(T0 + 5, feed_tph=1.5, black_mass_tph=None, feed_vs_nameplate=0.9))
     enqueue(queue, poison, later)
@@ -242,24 +286,38 @@ async def test_a_rejected_batch_is_counted_and_dropped_and_the_queue_moves_on(
     assert influxdb.rows("SELECT feed_tph FROM flow", database) == [
         {"time": 1_700_000_005_000, "feed_tph": 1.5}
     ]
+    # The refused batch is kept, with InfluxDB's reason, for someone to look at and replay.
+    (record,) = [json.loads(x) for x in (tmp_path / "dead-letter.jsonl").read_text().splitlines()]
+    assert (record["output"], record["status"], record["points"], record["rejected"]) == (
+        "influxdb",
+        400,
+        2,
+        1,
+    )
+    assert "field type conflict" in record["reason"]
+    assert record["lines"][0].startswith("signal,line=line1,site=winston-salem,tag=bw_feed.rate value=1.0")
 
 
 async def test_missing_token_variable_is_fatal(
-    influx_proxy: InfluxV2CompatProxy, line_config: LineConfig, monkeypatch: pytest.MonkeyPatch
+    influx_proxy: InfluxV2CompatProxy,
+    line_config: LineConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.delenv("LINEGATE_TEST_NO_SUCH_TOKEN", raising=False)
     s = settings(influx_proxy.url, "linegate", token_env="LINEGATE_TEST_NO_SUCH_TOKEN")
-    queue: OutputQueue[PipelineUpdate] = OutputQueue(10)
+    driver, queue = output(tmp_path, s, line_config)
     with pytest.raises(FatalDriverError, match="LINEGATE_TEST_NO_SUCH_TOKEN"):
-        await InfluxOutputDriver(s, line_config).run(queue, lambda: None)
+        await driver.run(queue, lambda: None)
 
 
-async def test_outage_keeps_the_queue_and_replay_does_not_duplicate(line_config: LineConfig) -> None:
+async def test_outage_keeps_the_buffer_and_replay_does_not_duplicate(
+    line_config: LineConfig, tmp_path: Path
+) -> None:
     # A private InfluxDB and proxy: this test stops and restarts the database.
     with InfluxDB() as influx, InfluxV2CompatProxy(influx) as proxy:
         influx.create_database("outage")
-        driver = InfluxOutputDriver(settings(proxy.url, "outage"), line_config)
-        queue: OutputQueue[PipelineUpdate] = OutputQueue(10_000)
+        driver, queue = output(tmp_path, settings(proxy.url, "outage"), line_config)
         first = update(
             [(0, T0 + i, float(i), Quality.GOOD) for i in range(10)],
             yield_rolling=figure(T0 + 10, 0.41, 0.01, Quality.GOOD),
@@ -271,7 +329,7 @@ async def test_outage_keeps_the_queue_and_replay_does_not_duplicate(line_config:
         enqueue(queue, first)
         with pytest.raises(RetryableError, match="does not answer"):
             await driver.run(queue, lambda: None)
-        assert (len(queue), queue.weight, queue.delivered_items) == (1, 11, 0)
+        assert (len(queue), queue.weight, queue.stats().delivered_points) == (1, 11, 0)
 
         # Back up: the first update is delivered. Then down again while the driver runs.
         await asyncio.to_thread(influx.start)
@@ -286,13 +344,72 @@ async def test_outage_keeps_the_queue_and_replay_does_not_duplicate(line_config:
         assert (len(queue), queue.weight) == (1, 10)
         assert driver.write_errors == 1
 
-        # Restarted on the same port and data. Replaying an already written update (as after a
-        # write whose answer was lost) overwrites its points instead of adding to them.
+        # Restarted on the same port and data: the second update is delivered. The same update
+        # offered again is a repeat the encoder does not write twice.
         await asyncio.to_thread(influx.start)
         enqueue(queue, first)
         await deliver(driver, queue)
+        assert driver.written_points == 11 + 10
+
+        # A gateway that does not know what was written (a restart, an answer lost in a crash)
+        # writes the update again: the points overwrite themselves instead of adding up.
+        again, again_queue = output(tmp_path / "restarted", settings(proxy.url, "outage"), line_config)
+        enqueue(again_queue, first)
+        await deliver(again, again_queue)
+        assert again.written_points == 11
 
         counts = influx.rows('SELECT count(value) FROM signal GROUP BY "tag"', "outage", epoch=None)
         assert {r["tag"]: r["count"] for r in counts} == {"bw_feed.rate": 10, "shr.power": 10}
         assert influx.rows("SELECT count(value) FROM kpi", "outage")[0]["count"] == 1
-        assert driver.written_points == 11 + 10 + 11
+
+
+# A real nginx rate limit in front of the proxy: over 2 writes a second it answers 429 with
+# Retry-After, as InfluxDB Cloud and loaded 2.x servers do.
+THROTTLE_TEMPLATE = """
+worker_processes 1;
+pid @PREFIX@/nginx.pid;
+error_log @PREFIX@/error.log warn;
+events { worker_connections 64; }
+http {
+    access_log @PREFIX@/access.log;
+    client_body_temp_path @PREFIX@/client_body_temp;
+    proxy_temp_path @PREFIX@/proxy_temp;
+    fastcgi_temp_path @PREFIX@/fastcgi_temp;
+    uwsgi_temp_path @PREFIX@/uwsgi_temp;
+    scgi_temp_path @PREFIX@/scgi_temp;
+    limit_req_zone $binary_remote_addr zone=writes:1m rate=2r/s;
+    server {
+        listen @LISTEN@;
+        location = /api/v2/write {
+            limit_req zone=writes;
+            limit_req_status 429;
+            add_header Retry-After 1 always;
+            proxy_pass http://@UPSTREAM@;
+        }
+        location / { proxy_pass http://@UPSTREAM@; }
+    }
+}
+"""
+
+
+async def test_a_throttled_write_waits_as_asked_and_keeps_the_session(
+    influxdb: InfluxDB,
+    influx_proxy: InfluxV2CompatProxy,
+    database: str,
+    line_config: LineConfig,
+    tmp_path: Path,
+) -> None:
+    template = tmp_path / "throttle.nginx.conf"
+    template.write_text(THROTTLE_TEMPLATE, encoding="utf-8")
+    upstream = influx_proxy.url.removeprefix("http://")
+    with InfluxV2CompatProxy(upstream, workdir=tmp_path / "throttle", template=template) as throttle:
+        driver, queue = output(tmp_path, settings(throttle.url, database, batch_size=5), line_config)
+        enqueue(queue, *(update([(0, T0 + i, float(i), Quality.GOOD)]) for i in range(30)))
+        await deliver(driver, queue)
+    assert influxdb.rows("SELECT count(value) FROM signal", database)[0]["count"] == 30
+    # 6 writes at 2 a second: some were refused with Retry-After and written again a second
+    # later, without the driver giving up its session (deliver() re-raises a failure).
+    assert driver.throttled > 0
+    assert driver.write_errors == driver.throttled
+    log = (tmp_path / "throttle" / "access.log").read_text()
+    assert " 429 " in log
