@@ -115,7 +115,14 @@ class TopicRecorder:
         self.messages.append((msg.topic, json.loads(msg.payload) if msg.payload else None, bool(msg.retain)))
 
     def on(self, topic: str) -> list[dict[str, Any]]:
-        return [p for t, p, _ in list(self.messages) if t == f"{BASE}/{topic}" and p is not None]
+        """This run's messages on `topic`. Retained ones are left out: the broker outlives a run,
+        and what an earlier run (another scenario, another plant time) left retained there is
+        not what this gateway says."""
+        return [
+            p
+            for t, p, retained in list(self.messages)
+            if t == f"{BASE}/{topic}" and p is not None and not retained
+        ]
 
     def close(self) -> None:
         self.client.loop_stop()

@@ -49,6 +49,7 @@ SPEED = 600.0
 # gateway missed closes BAD, without one. 14:00 is ~65 s of wall time at 600x.
 PLANT_START = datetime(2026, 1, 5, 3, 20, tzinfo=UTC)
 INTERVAL = "5m"
+WALL_INTERVAL = "10s"
 # Timestamped with the wall clock, not plant time (drivers/influx_lines.py): at 600x the two
 # clocks are months apart, so these are queried over the test's wall-clock span instead.
 WALL_CLOCK_MEASUREMENTS = ("control_audit", "gateway", "driver")
@@ -366,10 +367,12 @@ def run_data(
 
 def grafana_query(query: str, data: RunData) -> str:
     """`query` as Grafana sends it for the run's time range and the shipped line's variables."""
-    lo, hi = data.wall_ms if any(f'FROM "{m}"' in query for m in WALL_CLOCK_MEASUREMENTS) else data.plant_ms
+    wall = any(f'FROM "{m}"' in query for m in WALL_CLOCK_MEASUREMENTS)
+    lo, hi = data.wall_ms if wall else data.plant_ms
+    # The run's wall span is a minute or so: Grafana would pick its 10 s minimum interval there.
     return (
         query.replace("$timeFilter", f"time >= {lo}ms and time <= {hi}ms")
-        .replace("$__interval", INTERVAL)
+        .replace("$__interval", WALL_INTERVAL if wall else INTERVAL)
         .replace("$site", LINE_CONFIG["site"])
         .replace("$line", LINE_CONFIG["name"])
     )

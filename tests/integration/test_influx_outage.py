@@ -21,7 +21,7 @@ import pytest
 
 from gateway.durable_spool import DurableSpool
 from simulators.local_services import InfluxDB, InfluxV2CompatProxy, Mosquitto
-from tests.integration.line_run import BASE, INFLUX_DATABASE, LineRun, running_line, spawn_cli, wait_for
+from tests.integration.line_run import INFLUX_DATABASE, LineRun, running_line, spawn_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +49,7 @@ def private_influx(tmp_path: Path) -> Iterator[tuple[InfluxDB, InfluxV2CompatPro
 
 def _metrics(run: LineRun, since: int = 0) -> list[dict[str, Any]]:
     """The gateway's status/metrics messages, from message number `since` of the recorder on."""
-    # Live messages only: the broker may still hold a retained one from an earlier run.
-    topic = f"{BASE}/status/metrics"
-    live = [p for t, p, retained in list(run.topics.messages) if t == topic and p and not retained]
-    return live[since:]
+    return run.topics.on("status/metrics")[since:]
 
 
 def _latest(run: LineRun) -> dict[str, Any] | None:
