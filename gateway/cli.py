@@ -123,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command.add_argument("--request-id", default="", help="request id (default: a fresh random one)")
     command.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the result")
+    status = sub.add_parser(
+        "status",
+        help="one-screen health of a running gateway, from its retained MQTT state",
+        description="Exit status: 0 OK, 1 WARNING (a driver down, an alarm, a historian backlog), "
+        "2 CRITICAL (offline, or not reporting), 3 UNKNOWN (no broker, nothing retained, bad config).",
+    )
+    status.add_argument(
+        "--config", required=True, type=Path, help="line config of the gateway (for its broker)"
+    )
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker's answer")
     return p
 
 
@@ -147,8 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         return composition.scenarios(sys.stdout)
     config = _load(args.config if args.command != "check-config" else args.file)
     if isinstance(config, int):
-        return config
+        return 3 if args.command == "status" else config
     assert isinstance(config, LineConfig)
+    if args.command == "status":
+        from gateway import composition
+
+        composition.configure_logging(args.log_level)
+        return composition.status(config, timeout_s=args.timeout, out=sys.stdout)
     if args.command == "command":
         from gateway import composition
 

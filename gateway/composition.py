@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from drivers.opcua_browse import browse_command
 from drivers.opcua_input import OpcUaInputDriver
 from drivers.opcua_security import certs_command, resolve_pki_dir
 from drivers.opcua_writer import OpcUaSetpointWriter
+from drivers.status_client import read_status
 from gateway.audit_log import AuditLog
 from gateway.commands import CommandLedger, CommandStep
 from gateway.config import InfluxOutput, LineConfig, OpcUaDriver, parse_config
@@ -42,6 +44,7 @@ from gateway.ports import BoundTag, InputDriver, PipelineUpdate, Service
 from gateway.runtime import OutputBinding, Runtime
 from gateway.self_metrics import BufferMetrics
 from gateway.state_paths import state_dir
+from gateway.status_report import Verdict, assess
 from gateway.terminal_view import TerminalView
 from simulators.local_config import localize_config_text
 from simulators.local_services import LocalStack, free_port
@@ -401,3 +404,17 @@ def command(
         return 5
     print(json.dumps(result, indent=2), file=out)
     return COMMAND_EXIT.get(str(result.get("status")), 4)
+
+
+def status(config: LineConfig, *, timeout_s: float, out: TextIO) -> int:
+    """`linegate status`: the gateway's health from its retained MQTT state; a monitoring exit code."""
+    try:
+        snap = asyncio.run(read_status(config, timeout_s=timeout_s))
+    except (RetryableError, FatalDriverError, ValueError) as exc:
+        print(f"linegate status: UNKNOWN: {exc}", file=out)
+        return int(Verdict.UNKNOWN)
+    verdict, lines = assess(
+        snap, now=time.time(), metrics_interval_s=config.runtime.metrics_interval_s, line=config.line.name
+    )
+    out.write("\n".join(lines) + "\n")
+    return int(verdict)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 
 from simulators.local_services import InfluxDB, InfluxV2CompatProxy, Mosquitto
 from simulators.truth import read_truth
-from tests.integration.line_run import LineRun, check_alive, liveness, running_line, wait_for
+from tests.integration.line_run import ROOT, LineRun, check_alive, liveness, running_line, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +130,27 @@ def test_points_land_in_influxdb(line: LineRun) -> None:
     assert any(r["value"] is not None and 20 < r["value"] < 90 for r in kpi)
 
 
+def linegate_status(line: LineRun) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "status", "--config", str(line.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+
+
+def test_linegate_status_reads_the_running_gateway(line: LineRun) -> None:
+    # The first metrics come one interval after the start; the status needs them.
+    wait_for(lambda: line.topics.on("status/metrics"), 30, "the gateway's metrics")
+    done = linegate_status(line)
+    # OK, or WARNING when a detector's alarm happens to be up in this run; never worse.
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    head, *rest = done.stdout.splitlines()
+    assert head.startswith(f"linegate line1: {'OK' if done.returncode == 0 else 'WARNING'}: ONLINE since ")
+    assert any(r.startswith("drivers: plc up") and "influxdb up" in r for r in rest), done.stdout
+
+
 def test_sigterm_stops_cleanly_with_offline_status(line: LineRun) -> None:
     check_alive(line)
     liveness.clear()  # the gateway is about to stop on purpose
@@ -138,3 +161,7 @@ def test_sigterm_stops_cleanly_with_offline_status(line: LineRun) -> None:
         lambda: [p for p in line.topics.on("status") if p["state"] == "offline"], 10, "offline status"
     )
     assert status[-1].get("reason") == "shutdown"
+    done = linegate_status(line)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.startswith("linegate line1: CRITICAL: OFFLINE")
+    assert "gateway offline: shutdown" in done.stdout
