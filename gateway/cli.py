@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Telemetry and control gateway for battery-recycling preprocessing lines.",
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        default="auto",
+        help="json: one JSON event per line (default when not on a terminal, e.g. under systemd); text",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway for a line config (the daemon's command)")
@@ -162,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         from gateway import composition
 
-        composition.configure_logging(args.log_level)
+        composition.configure_logging(args.log_level, args.log_format)
         return composition.status(config, timeout_s=args.timeout, out=sys.stdout)
     if args.command == "command":
         from gateway import composition
 
-        composition.configure_logging(args.log_level)
+        composition.configure_logging(args.log_level, args.log_format)
         return composition.command(
             config,
             setpoint=args.setpoint,
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     _numba_cache_default()
     from gateway import composition  # the composition root pulls in the drivers
 
-    composition.configure_logging(args.log_level)
+    composition.configure_logging(args.log_level, args.log_format)
     try:
         if args.command == "run":
             asyncio.run(composition.serve(config))
@@ -231,7 +237,7 @@ def _opcua_tool(args: argparse.Namespace) -> int:
         config = loaded
     from gateway import composition
 
-    composition.configure_logging(args.log_level)
+    composition.configure_logging(args.log_level, args.log_format)
     if args.command == "certs":
         return composition.certs(
             config,

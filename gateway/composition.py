@@ -40,6 +40,7 @@ from gateway.dead_letter import DeadLetterFile
 from gateway.durable_spool import DurableSpool, SpoolError, SpoolLimits
 from gateway.errors import ConfigError, FatalDriverError, RetryableError
 from gateway.interlock_monitor import InterlockMonitor
+from gateway.log_format import JsonLineFormatter, RepeatFilter
 from gateway.ports import BoundTag, InputDriver, PipelineUpdate, Service
 from gateway.runtime import OutputBinding, Runtime
 from gateway.self_metrics import BufferMetrics
@@ -357,12 +358,19 @@ async def browse(
     )
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def configure_logging(level: str, fmt: str = "auto") -> None:
+    """Logs to stderr (journald under systemd): JSON lines when `fmt` is json, or auto and not
+    on a terminal; human text on a terminal. Repeating faults are rate-limited either way."""
+    journald = "JOURNAL_STREAM" in os.environ
+    as_json = fmt == "json" or (fmt == "auto" and (journald or not sys.stderr.isatty()))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLineFormatter(journald_prefix=journald)
+        if as_json
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(RepeatFilter())
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     # asyncua logs every reconnect attempt at INFO/WARNING with tracebacks; ours say it once.
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
 

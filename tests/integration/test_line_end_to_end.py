@@ -161,6 +161,11 @@ def test_sigterm_stops_cleanly_with_offline_status(line: LineRun) -> None:
         lambda: [p for p in line.topics.on("status") if p["state"] == "offline"], 10, "offline status"
     )
     assert status[-1].get("reason") == "shutdown"
+    # Not on a terminal, the daemon logs one JSON event per line (journald reads the same).
+    events = [json.loads(x) for x in line.gateway_log.read_text().splitlines() if x.strip()]
+    assert events
+    assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in events)
+    assert any(e["msg"] == "ready: all drivers connected" for e in events)
     done = linegate_status(line)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout.startswith("linegate line1: CRITICAL: OFFLINE")
