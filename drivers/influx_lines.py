@@ -145,6 +145,7 @@ class InfluxLineEncoder:
 
     def __init__(self, config: LineConfig, sequence_field: bool = True) -> None:
         self._series_tags = f"line={escape_tag(config.line.name)},site={escape_tag(config.line.site)}"
+        self.series_tags = self._series_tags
         self._signal_prefix: dict[str, str] = {}
         self.sequence_field = sequence_field
         # Samples without a usable time (never expected): not storable, so counted here.

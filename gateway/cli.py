@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     composition.configure_logging(args.log_level, args.log_format)
     try:
         if args.command == "run":
-            asyncio.run(composition.serve(config))
+            asyncio.run(composition.serve(config, args.config))
         elif args.command == "simulate":
             return asyncio.run(
                 composition.simulate(

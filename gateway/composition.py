@@ -17,7 +17,9 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -34,13 +36,14 @@ from drivers.opcua_writer import OpcUaSetpointWriter
 from drivers.status_client import read_status
 from gateway.audit_log import AuditLog
 from gateway.commands import CommandLedger, CommandStep
-from gateway.config import InfluxOutput, LineConfig, OpcUaDriver, parse_config
+from gateway.config import InfluxOutput, LineConfig, OpcUaDriver, load_config, parse_config
 from gateway.control_service import GuardedControl
 from gateway.dead_letter import DeadLetterFile
 from gateway.durable_spool import DurableSpool, SpoolError, SpoolLimits
 from gateway.errors import ConfigError, FatalDriverError, RetryableError
 from gateway.interlock_monitor import InterlockMonitor
 from gateway.log_format import JsonLineFormatter, RepeatFilter
+from gateway.pipeline import YieldPipeline
 from gateway.ports import BoundTag, InputDriver, PipelineUpdate, Service
 from gateway.runtime import OutputBinding, Runtime
 from gateway.self_metrics import BufferMetrics
@@ -58,7 +61,22 @@ log = logging.getLogger(__name__)
 MQTT_OUTPUT_QUEUE = 1_000
 
 
-def build_runtime(config: LineConfig, control: GuardedControl | None = None) -> Runtime:
+@dataclass
+class Carry:
+    """What a config reload hands from the old runtime to the new one when it still fits."""
+
+    pipeline: YieldPipeline | None = None
+    encoder: InfluxLineEncoder | None = None
+
+
+def _same_model(a: LineConfig, b: LineConfig) -> bool:
+    """The pipeline's state means the same under both configs (tags, yield model, detectors)."""
+    return (a.line, a.tags, a.yield_, a.detectors, a.kpis) == (b.line, b.tags, b.yield_, b.detectors, b.kpis)
+
+
+def build_runtime(
+    config: LineConfig, control: GuardedControl | None = None, carry: Carry | None = None
+) -> Runtime:
     inputs: dict[InputDriver, list[int]] = {}
     for name, settings in config.drivers.items():
         tags = [BoundTag(i, t) for i, t in enumerate(config.tags) if t.driver == name]
@@ -78,20 +96,26 @@ def build_runtime(config: LineConfig, control: GuardedControl | None = None) -> 
         if config.outputs.mqtt.commands:
             control = control or build_control(config)
             services.append(MqttCommandChannel(config.outputs.mqtt, config, control, CommandLedger()))
+    carry = carry or Carry()
     if config.outputs.influxdb is not None:
-        outputs.append(influx_binding(config, config.outputs.influxdb))
-    runtime = Runtime(config, inputs, outputs, services=services)
+        encoder = carry.encoder
+        if encoder is None or encoder.series_tags != InfluxLineEncoder(config).series_tags:
+            encoder = InfluxLineEncoder(config, config.outputs.influxdb.sequence_field)
+        encoder.sequence_field = config.outputs.influxdb.sequence_field
+        carry.encoder = encoder
+        outputs.append(influx_binding(config, config.outputs.influxdb, encoder))
+    runtime = Runtime(config, inputs, outputs, services=services, pipeline=carry.pipeline)
     if control is not None:
         runtime.add_listener(control.interlocks.observe)
         runtime.add_audit_source(control.drain_audit)
     return runtime
 
 
-def influx_binding(config: LineConfig, influx: InfluxOutput) -> OutputBinding:
+def influx_binding(config: LineConfig, influx: InfluxOutput, encoder: InfluxLineEncoder) -> OutputBinding:
     """The historian: the durable buffer on disk, the writer draining it, their metrics.
+    `encoder` may come from before a reload: it remembers what each series last wrote.
 
     Raises `ConfigError` when the buffer file cannot be opened or is not a buffer."""
-    encoder = InfluxLineEncoder(config, influx.sequence_field)
     path = influx.buffer_path if influx.buffer_path is not None else state_dir() / "influxdb-buffer.sqlite"
     limits = SpoolLimits(
         max_bytes=int(influx.buffer_max_mb * 2**20), max_age_s=influx.buffer_max_age_h * 3600.0
@@ -159,22 +183,61 @@ def _install_stop_signals(stop: Callable[[], None]) -> None:
         loop.add_signal_handler(sig, stop)
 
 
-async def serve(config: LineConfig) -> None:
-    control = (
-        build_control(config) if config.outputs.mqtt is not None and config.outputs.mqtt.commands else None
-    )
-    runtime = build_runtime(config, control)
-    _install_stop_signals(runtime.stop)
-    # `systemctl reload` sends SIGHUP, whose default action would kill the daemon. Until
-    # config reload exists, say so and keep running on the current config.
-    asyncio.get_running_loop().add_signal_handler(
-        signal.SIGHUP, lambda: log.warning("SIGHUP: config reload is not supported yet; config unchanged")
-    )
+async def serve(config: LineConfig, config_path: Path | None = None) -> None:
+    """`linegate run`: until SIGTERM/SIGINT. SIGHUP (`systemctl reload`) re-reads `config_path`:
+    an invalid file is refused with every problem logged and the running config stays; a valid
+    one replaces the runtime. The durable buffer carries every accepted point over (the new
+    runtime reopens it), and when the tags and the yield model are unchanged the pipeline, with
+    its windows, is handed over too; otherwise the windows start again (the yield is UNCERTAIN
+    until they are full, as after a restart)."""
+    loop = asyncio.get_running_loop()
+    carry = Carry()
+    while True:
+        control = (
+            build_control(config)
+            if config.outputs.mqtt is not None and config.outputs.mqtt.commands
+            else None
+        )
+        runtime = build_runtime(config, control, carry)
+        _install_stop_signals(runtime.stop)
+        pending: list[LineConfig] = []
+        loop.add_signal_handler(signal.SIGHUP, partial(_reload_requested, config_path, runtime, pending))
+        try:
+            await runtime.run()
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            if control is not None:
+                await control.aclose()
+        if not pending:
+            return
+        new = pending[-1]
+        carry.pipeline = runtime.pipeline if _same_model(config, new) else None
+        log.info(
+            "config reloaded from %s: %d tags; %s",
+            config_path,
+            len(new.tags),
+            "pipeline kept"
+            if carry.pipeline is not None
+            else "tags or yield model changed: the windows start again",
+        )
+        config = new
+
+
+def _reload_requested(path: Path | None, runtime: Runtime, pending: list[LineConfig]) -> None:
+    """SIGHUP: validate first; only a valid config stops the runtime for a new one."""
+    if path is None:
+        log.warning("SIGHUP: no config file to reload from; config unchanged")
+        return
     try:
-        await runtime.run()
-    finally:
-        if control is not None:
-            await control.aclose()
+        new = load_config(path)
+    except ConfigError as exc:
+        problems = "; ".join(f"{key}: {reason}" for key, reason in exc.problems)
+        log.error("SIGHUP: %s refused, still running on the previous config: %s", path, problems)
+        runtime.notifier.status(f"reload refused: {problems}"[:200])
+        return
+    log.info("SIGHUP: %s is valid; reloading", path)
+    pending.append(new)
+    runtime.stop(reloading=True)
 
 
 async def simulate(

@@ -103,10 +103,13 @@ class Runtime:
         outputs: list[OutputBinding],
         notifier: ServiceNotifier | None = None,
         services: list[Service] | None = None,
+        pipeline: YieldPipeline | None = None,
     ) -> None:
         self.config = config
         self.bus = SampleBus(config.runtime.bus_capacity)
-        self.pipeline = YieldPipeline(config)
+        # A reload that leaves the tags and the yield model alone hands over the running pipeline,
+        # so its windows do not start from empty.
+        self.pipeline = pipeline if pipeline is not None else YieldPipeline(config)
         self.silence = SilenceWatch(config)
         self.inputs = inputs
         self.outputs = outputs
@@ -128,6 +131,7 @@ class Runtime:
         self._buffer_refusals = _DropWatch()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self._reloading = False
         self._input_tasks: list[asyncio.Task[None]] = []
         self._output_tasks: list[asyncio.Task[None]] = []
         self._service_tasks: list[asyncio.Task[None]] = []
@@ -143,7 +147,10 @@ class Runtime:
         """Call `listener` with every tick's update (the demo's terminal view uses this)."""
         self._listeners.append(listener)
 
-    def stop(self) -> None:
+    def stop(self, *, reloading: bool = False) -> None:
+        """End `run`; `reloading`: a new runtime takes over (systemd hears RELOADING=1, not
+        STOPPING=1, and READY=1 again from the new one)."""
+        self._reloading = reloading
         self._stop.set()
 
     def is_healthy(self) -> bool:
@@ -178,7 +185,10 @@ class Runtime:
         try:
             await self._stop.wait()
         finally:
-            self.notifier.stopping()
+            if self._reloading:
+                self.notifier.reloading()
+            else:
+                self.notifier.stopping()
             await self._shutdown()
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
@@ -204,6 +214,10 @@ class Runtime:
         for task in self._output_tasks:
             task.cancel()
         await asyncio.gather(*self._output_tasks, return_exceptions=True)
+        for queue in self.queues:
+            close = getattr(queue, "close", None)
+            if close is not None:  # a durable buffer: its file and lock, for the next runtime
+                close()
 
     def _driver_connected(self, h: DriverHealth) -> None:
         h.connected = h.ever_connected = True
