@@ -199,7 +199,11 @@ class Runtime:
         for task in inputs_and_ticker:
             task.cancel()
         await asyncio.gather(*inputs_and_ticker, return_exceptions=True)
-        self._tick_once()  # whatever the inputs put last still reaches the outputs
+        try:
+            self._tick_once()  # whatever the inputs put last still reaches the outputs
+        except Exception:
+            # A dead pipeline must not turn the stop into a crash: the outputs still drain.
+            log.exception("the last tick at shutdown failed")
         deadline = time.monotonic() + drain_timeout_s
         while any(len(q) for q in self.queues) and time.monotonic() < deadline:
             if not any(h.connected for h in self.health.values() if h.kind == "output"):
