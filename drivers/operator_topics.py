@@ -23,7 +23,7 @@ not (a late subscriber must not take an old transition or answer for a new one).
     <base>/kpi/feed_rate           {"value" (t/h), "unit", "quality", "timestamp", "vs_nameplate"}
     <base>/kpi/black_mass_rate     {"value" (t/h), "unit", "quality", "timestamp"}
     <base>/status/metrics          the gateway's own metrics every runtime.metrics_interval_s:
-                                   {"timestamp", "tick_ms", "tick_errors", "samples_in",
+                                   {"timestamp", "tick_ms", "latency_ms", "tick_errors", "samples_in",
                                     "alarms_active", "cpu_percent", "rss_mb", "buffer": {"points",
                                     "bytes", "age_s", "dropped_points", "replayed_points",
                                     "written_points", "rejected_points", "refused_points"},
@@ -410,6 +410,7 @@ def metrics_payload(m: GatewayMetrics) -> bytes:
         {
             "timestamp": _ts(m.t),
             "tick_ms": _num(m.tick_ms, 3),
+            "latency_ms": _num(m.latency_ms, 1),
             "tick_errors": m.tick_errors,
             "samples_in": m.samples_in,
             "alarms_active": m.alarms_active,

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from gateway.alarms import AlarmBoard, Severity, alarm_id
 from gateway.bus import SampleBus
 from gateway.config import LineConfig
@@ -125,6 +127,7 @@ class Runtime:
         self.tick_seconds = 0.0
         self.tick_errors = 0
         self.samples_in = 0
+        self.latency_s = math.nan  # median source-to-tick latency of the last tick with samples
         self._cpu = CpuMeter()
         self._next_metrics_at = 0.0  # monotonic
         self._buffer_drops = _DropWatch()
@@ -324,6 +327,7 @@ class Runtime:
             tick_ms=tick_s * 1000.0,
             tick_errors=self.tick_errors,
             samples_in=self.samples_in,
+            latency_ms=self.latency_s * 1000.0,
             alarms_active=len(self.alarms.active),
             cpu_percent=self._cpu.percent(),
             rss_mb=rss_mb(),
@@ -341,7 +345,12 @@ class Runtime:
         now = time.monotonic()
         self.silence.observe(batch, now)
         # Arrival is the wall clock: the clock-skew check compares it with source timestamps.
-        update = self.pipeline.tick(batch, arrival=time.time())
+        arrival = time.time()
+        if len(batch):
+            # Source timestamp to this tick: the gateway's share of the end-to-end latency (it
+            # includes the source's clock offset; meaningless when plant time runs faster).
+            self.latency_s = float(np.median(arrival - batch.t))
+        update = self.pipeline.tick(batch, arrival=arrival)
         for k in self.silence.overdue(now, self.pipeline.last_quality):
             # Goes through the bus like a driver's mark, so it reaches the outputs next tick.
             log.warning(

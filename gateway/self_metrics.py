@@ -44,6 +44,7 @@ class GatewayMetrics:
     alarms_active: int
     cpu_percent: float  # of one core, over the last interval
     rss_mb: float
+    latency_ms: float = float("nan")  # median source timestamp -> tick, of the last tick with samples
     buffer: BufferMetrics = BufferMetrics()
     drivers: list[DriverMetrics] = field(default_factory=list)
 
@@ -67,6 +68,7 @@ class GatewayMetrics:
     def gauges(self) -> dict[str, float]:
         return {
             "tick_ms": self.tick_ms,
+            "latency_ms": self.latency_ms,
             "cpu_percent": self.cpu_percent,
             "rss_mb": self.rss_mb,
             "buffer_age_s": self.buffer.age_s,
