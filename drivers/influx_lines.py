@@ -24,7 +24,9 @@ InfluxDB itself (the README's "Historian schema" has the same tables for users).
   fields `seq_audit` (int, the audit log's own number), `operator`, `reason`, `code`, `value`,
   `previous`, `written`, `readback`.
 - `gateway`, the gateway's own metrics every `runtime.metrics_interval_s` (wall clock): fields `tick_ms`,
-  `latency_ms`, `tick_errors`, `samples_in`, `alarms_active`, `drivers_connected`, `drivers_total`,
+  `latency_ms`, `pipeline_ms`, `tick_errors`, `samples_in`, `samples_out`, `dropped_bus`,
+  `dropped_out_of_order`, `rejected_range`, `bus_depth`, `queue_<output>`, `queue_<output>_dropped`,
+  `alarms_active`, `drivers_connected`, `drivers_total`,
   `cpu_percent`, `rss_mb`, `buffer_points`, `buffer_bytes`, `buffer_age_s`,
   `buffer_dropped_points`, `buffer_replayed_points`, `influx_written_points`,
   `influx_rejected_points`.

@@ -23,7 +23,10 @@ not (a late subscriber must not take an old transition or answer for a new one).
     <base>/kpi/feed_rate           {"value" (t/h), "unit", "quality", "timestamp", "vs_nameplate"}
     <base>/kpi/black_mass_rate     {"value" (t/h), "unit", "quality", "timestamp"}
     <base>/status/metrics          the gateway's own metrics every runtime.metrics_interval_s:
-                                   {"timestamp", "tick_ms", "latency_ms", "tick_errors", "samples_in",
+                                   {"timestamp", "tick_ms", "latency_ms", "pipeline_ms", "tick_errors", "samples_in",
+                                    "samples_out", "dropped": {"bus_full", "out_of_order",
+                                    "out_of_range"}, "bus_depth", "queues": {<output>: {"depth",
+                                    "dropped"}},
                                     "alarms_active", "cpu_percent", "rss_mb", "buffer": {"points",
                                     "bytes", "age_s", "dropped_points", "replayed_points",
                                     "written_points", "rejected_points", "refused_points"},
@@ -411,6 +414,18 @@ def metrics_payload(m: GatewayMetrics) -> bytes:
             "timestamp": _ts(m.t),
             "tick_ms": _num(m.tick_ms, 3),
             "latency_ms": _num(m.latency_ms, 1),
+            "pipeline_ms": _num(m.pipeline_ms, 3),
+            "samples_out": m.samples_out,
+            "dropped": {
+                "bus_full": m.dropped_bus,
+                "out_of_order": m.dropped_out_of_order,
+                "out_of_range": m.rejected_range,
+            },
+            "bus_depth": m.bus_depth,
+            "queues": {
+                name: {"depth": d, "dropped": m.queue_dropped.get(name, 0)}
+                for name, d in m.queue_depths.items()
+            },
             "tick_errors": m.tick_errors,
             "samples_in": m.samples_in,
             "alarms_active": m.alarms_active,

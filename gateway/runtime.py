@@ -128,6 +128,8 @@ class Runtime:
         self.tick_errors = 0
         self.samples_in = 0
         self.latency_s = math.nan  # median source-to-tick latency of the last tick with samples
+        self.pipeline_s = math.nan  # the pipeline's share of the last tick
+        self.samples_out = 0
         self._cpu = CpuMeter()
         self._next_metrics_at = 0.0  # monotonic
         self._buffer_drops = _DropWatch()
@@ -328,6 +330,17 @@ class Runtime:
             tick_errors=self.tick_errors,
             samples_in=self.samples_in,
             latency_ms=self.latency_s * 1000.0,
+            pipeline_ms=self.pipeline_s * 1000.0,
+            samples_out=self.samples_out,
+            dropped_bus=self.bus.dropped_oldest,
+            dropped_out_of_order=int(self.pipeline.counters[:, 2].sum()),
+            rejected_range=int(self.pipeline.counters[:, 1].sum()),
+            bus_depth=len(self.bus),
+            queue_depths={b.driver.name: len(q) for b, q in zip(self.outputs, self.queues, strict=True)},
+            queue_dropped={
+                b.driver.name: int(getattr(q, "dropped_items", 0))
+                for b, q in zip(self.outputs, self.queues, strict=True)
+            },
             alarms_active=len(self.alarms.active),
             cpu_percent=self._cpu.percent(),
             rss_mb=rss_mb(),
@@ -350,7 +363,10 @@ class Runtime:
             # Source timestamp to this tick: the gateway's share of the end-to-end latency (it
             # includes the source's clock offset; meaningless when plant time runs faster).
             self.latency_s = float(np.median(arrival - batch.t))
+        computed = time.perf_counter()
         update = self.pipeline.tick(batch, arrival=arrival)
+        self.pipeline_s = time.perf_counter() - computed
+        self.samples_out += len(update.samples)
         for k in self.silence.overdue(now, self.pipeline.last_quality):
             # Goes through the bus like a driver's mark, so it reaches the outputs next tick.
             log.warning(

@@ -45,6 +45,16 @@ class GatewayMetrics:
     cpu_percent: float  # of one core, over the last interval
     rss_mb: float
     latency_ms: float = float("nan")  # median source timestamp -> tick, of the last tick with samples
+    pipeline_ms: float = float("nan")  # of that tick: the pipeline's share (yields, KPIs, detectors)
+    samples_out: int = 0  # cumulative samples handed to the outputs
+    # Cumulative drops by reason: bus full (oldest dropped), out of order, out of range/non-finite.
+    dropped_bus: int = 0
+    dropped_out_of_order: int = 0
+    rejected_range: int = 0
+    bus_depth: int = 0
+    # Per output: updates waiting in its queue (records, for the durable buffer) and dropped.
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    queue_dropped: dict[str, int] = field(default_factory=dict)
     buffer: BufferMetrics = BufferMetrics()
     drivers: list[DriverMetrics] = field(default_factory=list)
 
@@ -53,6 +63,13 @@ class GatewayMetrics:
         return {
             "tick_errors": self.tick_errors,
             "samples_in": self.samples_in,
+            "samples_out": self.samples_out,
+            "dropped_bus": self.dropped_bus,
+            "dropped_out_of_order": self.dropped_out_of_order,
+            "rejected_range": self.rejected_range,
+            "bus_depth": self.bus_depth,
+            **{f"queue_{name}": depth for name, depth in self.queue_depths.items()},
+            **{f"queue_{name}_dropped": n for name, n in self.queue_dropped.items()},
             "alarms_active": self.alarms_active,
             "drivers_connected": sum(d.connected for d in self.drivers),
             "drivers_total": len(self.drivers),
@@ -69,6 +86,7 @@ class GatewayMetrics:
         return {
             "tick_ms": self.tick_ms,
             "latency_ms": self.latency_ms,
+            "pipeline_ms": self.pipeline_ms,
             "cpu_percent": self.cpu_percent,
             "rss_mb": self.rss_mb,
             "buffer_age_s": self.buffer.age_s,

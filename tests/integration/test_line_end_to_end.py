@@ -142,7 +142,12 @@ def linegate_status(line: LineRun) -> subprocess.CompletedProcess[str]:
 
 def test_linegate_status_reads_the_running_gateway(line: LineRun) -> None:
     # The first metrics come one interval after the start; the status needs them.
-    wait_for(lambda: line.topics.on("status/metrics"), 30, "the gateway's metrics")
+    m = wait_for(lambda: line.topics.on("status/metrics"), 30, "the gateway's metrics")[-1]
+    # What the gateway took in and handed on, what it dropped and why, how full its queues are.
+    assert m["samples_in"] >= m["samples_out"] > 0
+    assert set(m["dropped"]) == {"bus_full", "out_of_order", "out_of_range"}
+    assert set(m["queues"]) == {"mqtt", "influxdb"}
+    assert m["pipeline_ms"] <= m["tick_ms"]
     done = linegate_status(line)
     # OK, or WARNING when a detector's alarm happens to be up in this run; never worse.
     assert done.returncode in (0, 1), done.stdout + done.stderr
