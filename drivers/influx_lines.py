@@ -142,12 +142,16 @@ def with_sequence(lines: list[str], first_seq: int) -> list[str]:
     return out
 
 
+def series_tags(config: LineConfig) -> str:
+    """The tags every point of this line carries (`line=...,site=...`)."""
+    return f"line={escape_tag(config.line.name)},site={escape_tag(config.line.site)}"
+
+
 class InfluxLineEncoder:
     """PipelineUpdate -> line-protocol lines (ms timestamps), per the module's schema."""
 
     def __init__(self, config: LineConfig, sequence_field: bool = True) -> None:
-        self._series_tags = f"line={escape_tag(config.line.name)},site={escape_tag(config.line.site)}"
-        self.series_tags = self._series_tags
+        self.series = series_tags(config)  # the line and site tags of every point
         self._signal_prefix: dict[str, str] = {}
         self.sequence_field = sequence_field
         # Samples without a usable time (never expected): not storable, so counted here.
@@ -185,7 +189,7 @@ class InfluxLineEncoder:
         if update.flows is not None:
             fields = _flow_fields(update.flows)
             if fields and self._fresh("flow", _ms(update.flows.t)):
-                out.append(f"flow,{self._series_tags} {','.join(fields)} {_ms(update.flows.t)}")
+                out.append(f"flow,{self.series} {','.join(fields)} {_ms(update.flows.t)}")
         out.extend(self._alarm_line(event) for event in update.alarm_events)
         out.extend(self._audit_line(rec) for rec in update.control_audit)
         if update.metrics is not None:
@@ -200,7 +204,7 @@ class InfluxLineEncoder:
             f"active={int(event.active)}i,text={_string_field(a.text)}"
         )
         series = f"alarm,{tags}"
-        return f"alarm,{self._series_tags},{tags} {fields} {self._next_free(series, _ms(event.t))}"
+        return f"alarm,{self.series},{tags} {fields} {self._next_free(series, _ms(event.t))}"
 
     def _audit_line(self, rec: dict[str, Any]) -> str:
         tags = ",".join(
@@ -215,17 +219,17 @@ class InfluxLineEncoder:
             *((key, rec.get(key)) for key in ("value", "previous", "written", "readback"))
         )
         ms = self._next_free(f"control_audit,{tags}", _ms(float(rec["decided_at_epoch"])))
-        return f"control_audit,{self._series_tags},{tags} {','.join(fields)} {ms}"
+        return f"control_audit,{self.series},{tags} {','.join(fields)} {ms}"
 
     def _metrics_lines(self, m: GatewayMetrics) -> list[str]:
         ms = self._next_free("gateway", _ms(m.t))
         ints = ",".join(f"{key}={int(value)}i" for key, value in m.counters().items())
         floats = _float_fields(*m.gauges().items())
-        out = [f"gateway,{self._series_tags} {','.join([ints, *floats])} {ms}"]
+        out = [f"gateway,{self.series} {','.join([ints, *floats])} {ms}"]
         for d in m.drivers:
             tags = f"driver={_tag(d.name)},kind={_tag(d.kind)}"
             fields = f"connected={int(d.connected)}i,connects={d.connects}i,failures={d.failures}i"
-            out.append(f"driver,{self._series_tags},{tags} {fields} {self._next_free(f'driver,{tags}', ms)}")
+            out.append(f"driver,{self.series},{tags} {fields} {self._next_free(f'driver,{tags}', ms)}")
         return out
 
     def _signal_lines(self, update: PipelineUpdate) -> list[str]:
@@ -250,7 +254,7 @@ class InfluxLineEncoder:
             name = names[i] if 0 <= i < len(names) else str(i)
             prefix = self._signal_prefix.get(name)
             if prefix is None:
-                prefix = self._signal_prefix[name] = f"signal,{self._series_tags},tag={escape_tag(name)} "
+                prefix = self._signal_prefix[name] = f"signal,{self.series},tag={escape_tag(name)} "
             if ms <= newest.get(prefix, -(2**63)):
                 self.repeats_skipped += 1
                 continue
@@ -275,7 +279,7 @@ class InfluxLineEncoder:
             ("coverage", k.coverage),
         )
         fields.append(f"quality={_string_field('good' if k.good else 'uncertain')}")
-        return f"kpi,kpi=operations,{self._series_tags} {','.join(fields)} {_ms(k.t_end)}"
+        return f"kpi,kpi=operations,{self.series} {','.join(fields)} {_ms(k.t_end)}"
 
     def _kpi_line(self, kpi: str, fig: YieldFigure) -> str:
         fields = _float_fields(
@@ -291,5 +295,5 @@ class InfluxLineEncoder:
         fields.append(f"quality={_string_field(_quality_label(int(fig.quality)))}")
         if fig.horizon in ("shift", "lot"):
             fields.append(f"{fig.horizon}={_string_field(fig.label)}")
-        tags = f"basis={escape_tag(fig.basis)},kpi={kpi},{self._series_tags}"
+        tags = f"basis={escape_tag(fig.basis)},kpi={kpi},{self.series}"
         return f"kpi,{tags} {','.join(fields)} {_ms(fig.t)}"

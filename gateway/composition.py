@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from drivers.command_client import Command, send_command
-from drivers.influx_lines import InfluxLineEncoder
+from drivers.influx_lines import InfluxLineEncoder, series_tags
 from drivers.influx_output import InfluxOutputDriver
 from drivers.mqtt_commands import MqttCommandChannel
 from drivers.mqtt_input import MqttInputDriver
@@ -99,7 +99,7 @@ def build_runtime(
     carry = carry or Carry()
     if config.outputs.influxdb is not None:
         encoder = carry.encoder
-        if encoder is None or encoder.series_tags != InfluxLineEncoder(config).series_tags:
+        if encoder is None or encoder.series != series_tags(config):
             encoder = InfluxLineEncoder(config, config.outputs.influxdb.sequence_field)
         encoder.sequence_field = config.outputs.influxdb.sequence_field
         carry.encoder = encoder

@@ -215,6 +215,9 @@ class DurableSpool(Generic[T]):
         # Filled in by _load from the file.
         self._counters: dict[str, int] = {}
         self._pending_records = self._pending_points = self._pending_bytes = 0
+        # Acceptance time of the oldest pending record; None: not known, looked up when asked
+        # (so `stats()`, called every tick, reads the file only after the head changed).
+        self._oldest_accepted: float | None = None
         self._backlog_mark = 0  # records with seq0 <= this are the BACKLOG stream
         self._backlog_records = 0
         try:
@@ -378,6 +381,8 @@ class DurableSpool(Generic[T]):
             return
         self._counters["next_seq"] = first + n
         self._counters["accepted_points"] += n
+        if not self._pending_records:
+            self._oldest_accepted = now
         self._pending_records += 1
         self._pending_points += n
         self._pending_bytes += size
@@ -419,6 +424,7 @@ class DurableSpool(Generic[T]):
         """Bring the in-memory counts in line with a committed cap drop."""
         if not drop.records:
             return
+        self._oldest_accepted = None
         self._pending_records -= drop.records
         self._pending_points -= drop.points
         self._pending_bytes -= drop.size
@@ -545,6 +551,7 @@ class DurableSpool(Generic[T]):
             return
         finally:
             db.execute(f"PRAGMA synchronous={self._synchronous}")
+        self._oldest_accepted = None
         self._pending_records -= records
         self._pending_points -= points
         self._pending_bytes -= size
@@ -565,9 +572,15 @@ class DurableSpool(Generic[T]):
     def stats(self) -> SpoolStats:
         oldest_age = 0.0
         if self._pending_records:
-            head = self._connection().execute("SELECT accepted FROM records ORDER BY seq0 LIMIT 1").fetchone()
-            if head is not None:
-                oldest_age = max(0.0, self._clock() - float(head[0]))
+            if self._oldest_accepted is None:
+                head = (
+                    self._connection()
+                    .execute("SELECT accepted FROM records ORDER BY seq0 LIMIT 1")
+                    .fetchone()
+                )
+                self._oldest_accepted = float(head[0]) if head is not None else None
+            if self._oldest_accepted is not None:
+                oldest_age = max(0.0, self._clock() - self._oldest_accepted)
         c = self._counters
         return SpoolStats(
             pending_points=self._pending_points,

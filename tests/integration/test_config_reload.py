@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 
 from simulators.local_services import InfluxDB, InfluxV2CompatProxy, Mosquitto
-from tests.integration.line_run import running_line, wait_for
-from tests.integration.test_influx_outage import (
-    _check_ledger,
-    _fast_metrics,
-    _metrics,
-    _spool_stats,
-    _workdir,
+from tests.integration.historian_ledger import (
+    buffer_path,
+    check_ledger,
+    fast_metrics,
+    metrics,
+    spool_stats,
+    wait_first_points,
+    workdir,
 )
+from tests.integration.line_run import running_line, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +42,9 @@ def test_sighup_applies_a_valid_config_refuses_a_broken_one_and_loses_no_point(
     tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, influx_proxy: InfluxV2CompatProxy
 ) -> None:
     with running_line(
-        _workdir(tmp_path), mosquitto, influxdb, influx_proxy, speed=120.0, edit_config=_fast_metrics
+        workdir(tmp_path), mosquitto, influxdb, influx_proxy, speed=120.0, edit_config=fast_metrics
     ) as run:
-        wait_for(
-            lambda: (m := _metrics(run)) and m[-1]["buffer"]["written_points"] > 500, 90, "points in InfluxDB"
-        )
+        wait_first_points(run)
         original = run.config_path.read_text(encoding="utf-8")
         run.config_path.write_text(original + NEW_TAG, encoding="utf-8")
         run.gateway.send_signal(signal.SIGHUP)
@@ -57,7 +57,7 @@ def test_sighup_applies_a_valid_config_refuses_a_broken_one_and_loses_no_point(
 
         # A broken file: refused, the reason logged, the gateway keeps running on what it had.
         run.config_path.write_text(original.replace('driver = "plc"', 'driver = "plcc"', 1), encoding="utf-8")
-        seen = len(_metrics(run))
+        seen = len(metrics(run))
         run.gateway.send_signal(signal.SIGHUP)
 
         def refusal() -> list[dict[str, object]]:
@@ -67,15 +67,15 @@ def test_sighup_applies_a_valid_config_refuses_a_broken_one_and_loses_no_point(
         (event,) = wait_for(refusal, 30, "the refusal in the log")
         assert event["level"] == "error"
         assert "no driver named 'plcc'" in str(event["msg"])
-        before = _metrics(run)[-1]["samples_in"]
+        before = metrics(run)[-1]["samples_in"]
         wait_for(
-            lambda: _metrics(run, seen) and _metrics(run)[-1]["samples_in"] > before,
+            lambda: metrics(run, seen) and metrics(run)[-1]["samples_in"] > before,
             30,
             "samples still coming in",
         )
         assert run.notify.count("RELOADING=1") == 1
         assert run.topics.on("signals/shr.power_check")
-    stats = _spool_stats(run.config_path.with_name("influxdb-buffer.sqlite"))
+    stats = spool_stats(buffer_path(run))
     assert stats.pending_points == 0
     # One numbering across both runtimes, every number in InfluxDB once.
-    _check_ledger(influxdb, stats.next_seq - 1)
+    check_ledger(influxdb, stats.next_seq - 1)
