@@ -22,19 +22,10 @@ from hypothesis import strategies as st
 
 from drivers.opcua_publish_decoder import _seconds, decode_data_changes
 from drivers.opcua_values import epoch_seconds, reading_of
+from drivers.opcua_writer import INTEGER_RANGES
 from gateway.samples import Quality
 
 VT = ua.VariantType
-INT_RANGES = {
-    VT.SByte: (-(2**7), 2**7 - 1),
-    VT.Byte: (0, 2**8 - 1),
-    VT.Int16: (-(2**15), 2**15 - 1),
-    VT.UInt16: (0, 2**16 - 1),
-    VT.Int32: (-(2**31), 2**31 - 1),
-    VT.UInt32: (0, 2**32 - 1),
-    VT.Int64: (-(2**63), 2**63 - 1),
-    VT.UInt64: (0, 2**64 - 1),
-}
 STATUS_CODES = [0, ua.StatusCodes.UncertainLastUsableValue, ua.StatusCodes.BadSensorFailure, 0x00A80000]
 
 
@@ -44,7 +35,7 @@ def _float32(x: float) -> float:
 
 numeric_variants = st.one_of(
     st.booleans().map(lambda b: ua.Variant(b, VT.Boolean)),
-    *[st.integers(lo, hi).map(lambda v, t=t: ua.Variant(v, t)) for t, (lo, hi) in INT_RANGES.items()],
+    *[st.integers(lo, hi).map(lambda v, t=t: ua.Variant(v, t)) for t, (lo, hi) in INTEGER_RANGES.items()],
     st.floats(width=32, allow_nan=True).map(lambda v: ua.Variant(_float32(v), VT.Float)),
     st.floats(allow_nan=True).map(lambda v: ua.Variant(v, VT.Double)),
     st.just(ua.Variant()),  # empty (Null): no value, BAD
