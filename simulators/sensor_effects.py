@@ -490,6 +490,11 @@ class Spikes:
                 lo, hi, alpha = p["sigma_mult_min"], p["sigma_mult_max"], p["tail_alpha"]
                 mult = lo / (1.0 - u_mag * (1.0 - (lo / hi) ** alpha)) ** (1.0 / alpha)
                 delta = mult * sigma if u_sign < 0.5 else -mult * sigma
+                if delta == 0.0:
+                    # A reading of exactly 0 with no noise gives a spike of 0: nothing reaches
+                    # the reading, so nothing is logged as injected (the draws are still spent,
+                    # so the other spikes stay where the seed puts them).
+                    continue
                 v += delta
                 self.log.append(SpikeRecord(t, name, delta, mult))
             values[name] = v

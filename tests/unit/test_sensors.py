@@ -179,6 +179,19 @@ def test_spikes_act_only_within_their_window_and_fall_back_to_a_relative_sigma()
             assert err == 0.0
 
 
+def test_a_spike_on_a_noise_free_zero_reading_is_not_logged_as_injected() -> None:
+    # Its relative sigma is 0, so the reading does not move: no spike reached the data.
+    sl = layer()
+    sl.apply_event("sensor.spikes", {"signal": "c.flow", "probability": 1.0, "duration_s": 10.0}, T0)
+
+    def stopped(t: float) -> dict[str, Any]:
+        return {**truth(t), "c.flow": 0.0 if t < T0 + 5.0 else 10.0}
+
+    readings = run(sl, 10, fn=stopped)
+    assert all(m["c.flow"][0] == 0.0 for t, m in readings if t < T0 + 5.0)
+    assert [r.t for r in sl.drain_spikes()] == [T0 + k for k in range(5, 10)]
+
+
 def test_a_dropout_removes_the_reading_exactly_over_its_window() -> None:
     sl = layer()
     sl.apply_event("sensor.dropout", {"signal": ["a.level", "x.run"], "duration_s": 30.0}, T0 + 60.0)
