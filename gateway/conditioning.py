@@ -9,9 +9,11 @@ over all of it. Per sample, in this order:
 2. Clamp (signals and rates): outside [clamp_lo, clamp_hi] -> the bound, CLAMPED.
 3. Hampel (signals and rates, window w > 0): causal; x is compared with the median m of the
    tag's previous w used values (after clamping, before despiking: a spike enters the window,
-   the median is robust to it). Scale s = max(1.4826 * MAD, s_floor); |x - m| > n_sigma * s
-   -> output m, SPIKE. No despiking until the window holds w values; a GAP empties it, since
-   the level before an outage says little about the level after it.
+   the median is robust to it). Scale s = max(1.4826 * MAD, s_floor, s_floor_rel * |m|);
+   |x - m| > n_sigma * s -> output m, SPIKE. No despiking until the window holds w values; a
+   GAP empties it, since the level before an outage says little about the level after it.
+   This causal flag decides the value sent on; which samples are spikes is decided one sample
+   later, from both sides, by `gateway.spike_confirmation`.
 4. First-order low-pass of the despiked value: y += (1 - exp(-dt / tau_s)) * (x - y); the first
    sample or a gap (dt > max_gap_s, flagged GAP) restarts it at y = x; tau_s == 0 passes x.
 5. Totalize. Rate channels (unit/h): trapezoid of the despiked value, value * dt / 3600; the
@@ -65,8 +67,8 @@ _UNCERTAIN = int(Quality.UNCERTAIN)
 # Columns of ChainParams.kind (int64).
 K_CHANNEL, K_WINDOW = 0, 1
 # Columns of ChainParams.values (float64).
-N_PARAM_VALUES = 9
-P_N_SIGMA, P_S_FLOOR, P_CLAMP_LO, P_CLAMP_HI, P_TAU_S, P_MAX_GAP_S, P_MODULUS, P_MAX_RATE, P_QUANTUM = range(N_PARAM_VALUES)  # fmt: skip
+N_PARAM_VALUES = 10
+P_N_SIGMA, P_S_FLOOR, P_CLAMP_LO, P_CLAMP_HI, P_TAU_S, P_MAX_GAP_S, P_MODULUS, P_MAX_RATE, P_QUANTUM, P_S_FLOOR_REL = range(N_PARAM_VALUES)  # fmt: skip
 # Columns of ChainState.scalars (float64): one 64-byte row per tag.
 S_LAST_T, S_FILTERED, S_LAST_DESPIKED, S_LAST_RAW, S_TOTAL, S_ALPHA_DT, S_ALPHA_TAU, S_ALPHA = range(8)
 N_STATE_SCALARS = 8
@@ -82,6 +84,9 @@ class TagConditioning:
     window: int = 0  # Hampel window w: 0 (off) or odd <= MAX_WINDOW
     n_sigma: float = 3.0
     s_floor: float = 0.0  # lower bound of the Hampel scale, e.g. the quantisation step
+    # Lower bound of the scale relative to the level (|median|): the noise of an instrument
+    # whose noise is a share of its reading, so a low reading is judged on its own noise.
+    s_floor_rel: float = 0.0
     clamp_lo: float = -math.inf
     clamp_hi: float = math.inf
     tau_s: float = 0.0  # low-pass time constant; 0 = no filtering
@@ -97,12 +102,18 @@ class TagConditioning:
             raise ValueError(f"Hampel window must be 0 or odd <= {MAX_WINDOW}, got {self.window}")
         if not (self.tau_s >= 0 and self.max_gap_s > 0 and self.modulus >= 0 and self.quantum >= 0):
             raise ValueError("tau_s, modulus and quantum must be >= 0 and max_gap_s > 0")
-        if not (self.n_sigma > 0 and self.s_floor >= 0 and self.clamp_lo <= self.clamp_hi):
-            raise ValueError("need n_sigma > 0, s_floor >= 0 and clamp_lo <= clamp_hi")
+        if not (
+            self.n_sigma > 0
+            and self.s_floor >= 0
+            and self.s_floor_rel >= 0
+            and self.clamp_lo <= self.clamp_hi
+        ):
+            raise ValueError("need n_sigma > 0, s_floor >= 0, s_floor_rel >= 0 and clamp_lo <= clamp_hi")
 
 
 _VALUE_FIELDS = (
     "n_sigma", "s_floor", "clamp_lo", "clamp_hi", "tau_s", "max_gap_s", "modulus", "max_rate", "quantum",
+    "s_floor_rel",
 )  # fmt: skip
 
 
@@ -221,7 +232,7 @@ def condition(
 
 
 @njit(cache=True, inline="always")
-def _window_insert(srt: np.ndarray, k: int, n_held: int, x: float) -> None:
+def window_insert(srt: np.ndarray, k: int, n_held: int, x: float) -> None:
     """Insert x into the sorted first n_held values of tag k's window (while filling)."""
     j = n_held
     while j > 0 and srt[k, j - 1] > x:
@@ -231,7 +242,7 @@ def _window_insert(srt: np.ndarray, k: int, n_held: int, x: float) -> None:
 
 
 @njit(cache=True, inline="always")
-def _window_replace(srt: np.ndarray, k: int, w: int, old: float, new: float) -> None:
+def window_replace(srt: np.ndarray, k: int, w: int, old: float, new: float) -> None:
     """Replace one `old` by `new` in tag k's sorted window of w values: O(w).
 
     Both positions come from branch-free counts (a scan that stops at `old` mispredicts its
@@ -254,7 +265,7 @@ def _window_replace(srt: np.ndarray, k: int, w: int, old: float, new: float) -> 
 
 
 @njit(cache=True, inline="always")
-def _median_abs_deviation(srt: np.ndarray, k: int, w: int, m: float) -> float:
+def median_abs_deviation(srt: np.ndarray, k: int, w: int, m: float) -> float:
     """MAD of tag k's sorted odd window about its median m, in O(w) without sorting.
 
     The deviations left of the median grow leftwards and those right of it rightwards: two
@@ -380,21 +391,22 @@ def condition_chain(
                 held = pos[k, W_FILL]
                 if held < w:  # filling: no despiking yet
                     ring[k, held] = d
-                    _window_insert(srt, k, held, d)
+                    window_insert(srt, k, held, d)
                     pos[k, W_FILL] = held + 1
                 else:
                     m = srt[k, w // 2]
                     # No shortcut for |d - m| <= n_sigma * s_floor (no spike whatever the MAD):
                     # on noisy rates that test is unpredictable, and its mispredictions cost
                     # more (about 5 ns a sample, measured) than the branch-free MAD (about 3 ns).
-                    s = max(MAD_TO_SIGMA * _median_abs_deviation(srt, k, w, m), par[k, P_S_FLOOR])
+                    s = max(MAD_TO_SIGMA * median_abs_deviation(srt, k, w, m), par[k, P_S_FLOOR])
+                    s = max(s, par[k, P_S_FLOOR_REL] * abs(m))
                     if abs(d - m) > par[k, P_N_SIGMA] * s:
                         f |= SPIKE
                     oldest = pos[k, W_HEAD]
                     old = ring[k, oldest]
                     ring[k, oldest] = d  # the window keeps the value, spike or not
                     pos[k, W_HEAD] = oldest + 1 if oldest + 1 < w else 0
-                    _window_replace(srt, k, w, old, d)
+                    window_replace(srt, k, w, old, d)
                     if f & SPIKE:
                         d = m
 

@@ -65,7 +65,7 @@ def clamp_reference(x: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np
 
 
 def hampel_reference(
-    x: np.ndarray, segment: np.ndarray, w: int, n_sigma: float, s_floor: float
+    x: np.ndarray, segment: np.ndarray, w: int, n_sigma: float, s_floor: float, s_floor_rel: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Causal Hampel filter: (output, spike mask). Sample i is judged against x[i-w:i] when
     those all lie in its segment (segments restart the window, e.g. after a gap)."""
@@ -76,7 +76,7 @@ def hampel_reference(
     windows = np.sort(sliding_window_view(x, w)[:-1], axis=1)  # row j: previous w of x[j+w]
     median = windows[:, w // 2]
     mad = np.sort(np.abs(windows - median[:, None]), axis=1)[:, w // 2]
-    scale = np.maximum(MAD_TO_SIGMA * mad, s_floor)
+    scale = np.maximum(np.maximum(MAD_TO_SIGMA * mad, s_floor), s_floor_rel * np.abs(median))
     judged = x[w:]
     full = segment[w:] == segment[:-w]  # the whole window lies in the sample's segment
     spike[w:] = full & (np.abs(judged - median) > n_sigma * scale)
@@ -142,7 +142,9 @@ def chain_reference(
     despiked = xu.copy()
     if p.channel != CHANNEL_TOTALIZER:
         despiked, clamped = clamp_reference(xu, p.clamp_lo, p.clamp_hi)
-        despiked, spike = hampel_reference(despiked, np.cumsum(gap), p.window, p.n_sigma, p.s_floor)
+        despiked, spike = hampel_reference(
+            despiked, np.cumsum(gap), p.window, p.n_sigma, p.s_floor, p.s_floor_rel
+        )
         uflags |= clamped * np.uint8(CLAMPED) | spike * np.uint8(SPIKE)
     restart = gap.copy()
     restart[:1] = True

@@ -215,14 +215,19 @@ Driver = Annotated[OpcUaDriver | MqttInputDriver, Field(discriminator="type")]
 class Despike(Model):
     """Hampel despiking of a rate or analog channel (domain.md: window 7-21, 3 sigma, MAD x 1.4826).
 
-    Causal: a sample is judged against the median of the tag's previous `window` samples. A
-    spike is replaced by that median and marked UNCERTAIN (counted, alarmed when frequent);
-    totalizers are never despiked. `floor` is the smallest scale in tag units (the reading's
-    resolution or noise), so a flat or quantised signal does not flag every step."""
+    A sample is first judged causally against the median of the tag's previous `window`
+    samples: an outlier is replaced by that median and marked UNCERTAIN at once. Whether it was
+    a spike (counted, alarmed when frequent) is decided one sample later from both sides
+    (`gateway.spike_confirmation`), so the first sample of a real step is not one. Totalizers
+    are never despiked. `floor` is the smallest scale in tag units (the reading's resolution or
+    noise), so a flat or quantised signal does not flag every step; `floor_rel` a scale
+    relative to the level, for instruments whose noise is a share of the reading (a low reading
+    is then judged on its own noise, not on the noise at full load)."""
 
     window: int = Field(default=7, ge=3, le=21)
     sigmas: float = Field(default=3.0, gt=0)
     floor: float = Field(default=0.0, ge=0)
+    floor_rel: float = Field(default=0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> Despike:

@@ -114,6 +114,7 @@ class YieldPipeline:
                 window=t.despike.window,
                 n_sigma=t.despike.sigmas,
                 s_floor=t.despike.floor,
+                s_floor_rel=t.despike.floor_rel,
                 max_gap_s=y.max_gap_s,
             )
             if t.despike is not None
@@ -123,7 +124,7 @@ class YieldPipeline:
         self.despiking = any(t.despike is not None for t in tags)
         self.chain_params = conditioning.ChainParams.from_tags(chain)
         self.chain_state = conditioning.ChainState.new(n, max(1, self.chain_params.window_capacity))
-        self.spike_confirmation = SpikeConfirmation(n)
+        self.spike_confirmation = SpikeConfirmation(self.chain_params)
         self.kpis = kpi_tracker(config)
         self._kpi_feed_seen = 0.0  # the feed stream's cumulative mass at the last KPI update
         self.lot_tag = None if y.lot_tag is None else config.tag_index(y.lot_tag)
@@ -308,7 +309,7 @@ class YieldPipeline:
         )
 
     def _despike(self, batch: SampleBatch) -> None:
-        """Run the Hampel chain on the despiked tags and confirm lone flags as spikes.
+        """Run the Hampel chain on the despiked tags and confirm spikes one sample late.
 
         Values are not edited: the balance runs on totalizers, which are never despiked, and a
         reading shown to operators stays what the instrument said; spikes are counted, alarmed
@@ -319,7 +320,7 @@ class YieldPipeline:
         out = conditioning.condition(
             self.chain_params, self.chain_state, batch.tag, batch.t, batch.value, batch.quality
         )
-        self.last_spikes = self.spike_confirmation.update(batch.tag, batch.t, out.flags)
+        self.last_spikes = self.spike_confirmation.update(batch.tag, batch.t, batch.value, out.flags)
 
     def feed_estimate(self, end_bin: int, length: int, belt_t: float) -> tuple[float, float]:
         """(feed mass, its 1-sigma relative) over grid intervals (end-length, end].

@@ -27,6 +27,7 @@ def tag_conditioning(draw: st.DrawFn) -> TagConditioning:
         window=draw(st.sampled_from([0, 1, 3, 5, 7])),
         n_sigma=draw(st.sampled_from([2.0, 3.0])),
         s_floor=draw(st.sampled_from([0.0, 0.05, 0.5])),
+        s_floor_rel=draw(st.sampled_from([0.0, 0.0, 0.01, 0.1])),
         clamp_lo=clamp_lo,
         clamp_hi=clamp_hi,
         tau_s=draw(st.sampled_from([0.0, 0.5, 5.0, 60.0])),
@@ -210,6 +211,23 @@ def test_quantised_constant_signal_flags_no_spikes_thanks_to_s_floor() -> None:
     out, state = _one_tag(with_floor, t, x)
     assert state.counts(0)["spike"] == 0
     np.testing.assert_array_equal(out.despiked, x)
+
+
+def test_relative_floor_scales_the_hampel_bar_with_the_level() -> None:
+    # Readings at 1 and at 100 with the same 0.1 % noise and a +8 % spike at sample 50. With
+    # s_floor_rel = 1 % and 4 sigma both spikes are flagged and nothing else; an absolute floor
+    # that fits the level of 100 (1.0) misses the spike at 1.
+    rng = np.random.default_rng(11)
+    t = T0 + np.arange(100.0)
+    relative = TagConditioning(window=7, n_sigma=4.0, s_floor=0.0, s_floor_rel=0.01)
+    absolute = TagConditioning(window=7, n_sigma=4.0, s_floor=1.0)
+    for level in (1.0, 100.0):
+        x = level * (1.0 + 0.001 * rng.standard_normal(100))
+        x[50] *= 1.08
+        out, _ = _one_tag(relative, t, x)
+        assert np.flatnonzero(out.flags & cond.SPIKE).tolist() == [50]
+        out, _ = _one_tag(absolute, t, x)
+        assert np.flatnonzero(out.flags & cond.SPIKE).tolist() == ([50] if level == 100.0 else [])
 
 
 def test_rate_gap_is_not_integrated_but_a_totalizer_gap_loses_nothing() -> None:
