@@ -42,9 +42,10 @@ class Detectors(Model):
     # feed is reconciled to it (then its uncertainty is `reference_sigma_rel`, 1 sigma).
     feed_reference_tag: str | None = None
     reference_sigma_rel: float = Field(default=0.001, gt=0, lt=0.5)
-    # Random 1-sigma of one 10-minute belt-vs-scale comparison, relative (belt noise, display
-    # steps, boundary timing); the drift CUSUM's sensitivity and false-alarm rate follow it.
-    drift_sigma_rel: float = Field(default=0.002, gt=0, lt=0.5)
+    # The drift CUSUM learns the noise of its belt-vs-scale blocks (30 min of chained batch
+    # pairs) from the pairs themselves; this is the floor of that 1-sigma, relative to a
+    # block's reference mass (a 1 kg display: about 0.3 kg in 0.85 t).
+    drift_sigma_rel: float = Field(default=0.0003, gt=0, lt=0.5)
 
     @model_validator(mode="after")
     def _check(self) -> Detectors:

@@ -99,7 +99,8 @@ class FaultMonitor:
             self.feed_drift = ZeroDriftDetector(
                 feed.name,
                 d.feed_reference_tag,
-                DriftConfig(belt_sigma_rel=d.drift_sigma_rel, ref_sigma_rel=d.reference_sigma_rel / 2),
+                # The block sigma is learned from the pairs; the configured one is its floor.
+                DriftConfig(sigma_floor_rel=d.drift_sigma_rel),
             )
 
     def observe(
@@ -136,7 +137,7 @@ class FaultMonitor:
         self._totalizer_events(st_events, t_now)
         if self.reference is not None and self.feed_drift is not None:
             for pair in self.reference.observe(tag, t, value, cq):
-                self.feed_drift.update_balance(pair.t, pair.belt_t, pair.ref_t)
+                self.feed_drift.update_balance(pair.t, pair.belt_t, pair.ref_t, pair.t_start)
         self._observe_holdup(last_value, last_quality)
         if self.holdup_tag is not None and t_now >= self._next_delay_t:
             self._next_delay_t = t_now + self.config.detectors.delay_every_s

@@ -28,6 +28,9 @@ class BatchPair:
     t: float  # plant time of the closing boundary (the next batch weighed)
     belt_t: float
     ref_t: float
+    # Plant time of the opening boundary: equal to the previous pair's `t` while batches chain
+    # (then the boundaries' display and timing errors cancel in a sum of pairs), later after a gap.
+    t_start: float = math.nan
 
 
 class WeigherReference:
@@ -101,7 +104,7 @@ class WeigherReference:
         self.pairs += 1
         self.pair_belt_t += belt
         self.pair_ref_t += ref
-        return BatchPair(t, belt, ref)
+        return BatchPair(t, belt, ref, t0)
 
 
 def fill_pair_rings(

@@ -10,6 +10,7 @@ import pytest
 from gateway.alarms import alarm_id
 from gateway.config import LineConfig, load_config, parse_config
 from gateway.errors import ConfigError
+from gateway.fault_monitor import FaultMonitor
 from gateway.pipeline import YieldPipeline
 from gateway.samples import Quality, SampleBatch
 
@@ -128,3 +129,65 @@ def test_detectors_naming_an_unknown_tag_refuse_the_config(config: LineConfig) -
     data["detectors"]["stuck_tags"] = ["no.such.tag"]
     with pytest.raises(ConfigError, match=r"detectors.stuck_tags\[0\]: no tag named 'no.such.tag'"):
         parse_config(data)
+
+
+def _airlock_stream(hours: float, zero_onset_h: float | None, seed: int) -> tuple[np.ndarray, ...]:
+    """Sample times (2 s), belt totalizer (t, 1 kg display) and airlock scale totalizer (kg,
+    0.1 kg display): 30-90 kg batches every 60-180 s belted evenly over their cycle, the belt
+    0.3 % high, plus S6's zero ramp (+0.025 t/h over 8 h) from `zero_onset_h`."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0.0, hours * 3600, 2.0)
+    rate = np.zeros(len(t))  # true kg/s on the belt
+    scale = np.zeros(len(t))
+    start, weighed = 0.0, 0.0
+    while start < t[-1]:
+        cycle, mass = rng.uniform(60, 180), rng.uniform(30, 90)
+        weighed += mass
+        scale[t >= start] = weighed
+        rate[(t >= start) & (t < start + cycle)] += mass / cycle
+        start += cycle
+    true_kg = np.concatenate(([0.0], np.cumsum(rate[:-1] * 2.0)))
+    zero_kg = np.zeros(len(t))
+    if zero_onset_h is not None:
+        h = np.clip(t / 3600 - zero_onset_h, 0, None)
+        zero_kg = 1000 * 0.025 * np.where(h < 8, h**2 / 16, 4 + (h - 8))
+    belt_t = np.round(1.003 * true_kg + zero_kg) / 1000
+    return t, belt_t, np.round(scale * 10) / 10
+
+
+def _drift_alarms(config: LineConfig, hours: float, zero_onset_h: float | None, seed: int) -> list[float]:
+    """Hours at which the monitor's feed drift alarm holds, fed the airlock stream tick by tick."""
+    feed, scale = config.tag_index("bw_feed.total"), config.tag_index("feed.scale_total")
+    monitor = FaultMonitor(config, (feed, config.tag_index("bm.total")))
+    n = len(config.tags)
+    t, belt, ref = _airlock_stream(hours, zero_onset_h, seed)
+    hits = []
+    for s in range(0, len(t), 5):  # 10 s ticks
+        ts = t[s : s + 5]
+        k = len(ts)
+        monitor.observe(
+            np.r_[np.full(k, feed), np.full(k, scale)],
+            T0 + np.r_[ts, ts],
+            np.r_[belt[s : s + 5], ref[s : s + 5]],
+            np.zeros(2 * k, np.int8),
+            (np.zeros(0, np.int64), np.zeros(0)),
+            None,
+            T0 + float(ts[-1]),
+            np.full(n, np.nan),
+            np.full(n, int(Quality.BAD), np.int8),
+            np.zeros((2, 3), np.int64),
+            float("nan"),
+        )
+        if any(c[0] in ("zero_drift", "span_drift") for c in monitor.conditions().values()):
+            hits.append(float(ts[-1]) / 3600)
+    return hits
+
+
+def test_the_monitor_finds_s6s_zero_ramp_within_2_h_and_no_drift_on_a_steady_weigher(
+    config: LineConfig,
+) -> None:
+    for seed in range(3):
+        assert _drift_alarms(config, 12, None, seed) == []
+        hits = _drift_alarms(config, 7, 4.0, seed)
+        assert hits
+        assert 4.0 < hits[0] < 6.0

@@ -79,6 +79,20 @@ def test_no_pair_spans_an_unweighed_continuous_lot() -> None:
     assert all(p.belt_t / p.ref_t < 1.1 for p in pairs)
 
 
+def test_pairs_chain_boundary_to_boundary_and_a_continuous_lot_breaks_the_chain() -> None:
+    t, belt, scale = airlock(4, 1.0, continuous=(1.0, 2.0))
+    pairs = observe_all(WeigherReference(BELT, REF, 1.0, 1e-3), t, belt, scale)
+    starts = np.array([p.t_start for p in pairs])
+    ends = np.array([p.t for p in pairs])
+    assert np.all(starts < ends)
+    chained = starts[1:] == ends[:-1]
+    # One break: the pair across the continuous lot was not formed, the next opens after it.
+    assert (~chained).sum() == 1
+    gap = int(np.flatnonzero(~chained)[0])
+    assert ends[gap] < 1.0 * 3600 + 200
+    assert starts[gap + 1] > 2.0 * 3600
+
+
 def test_a_batch_sent_back_to_the_store_is_not_a_pair() -> None:
     t, belt, scale = airlock(2, 1.0)
     # 40 kg weighed at 1 h but never belted (a lot change returned it): the scale keeps it.
