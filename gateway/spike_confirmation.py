@@ -18,11 +18,13 @@ and x_(i+1) comes back at least RETURN_SHARE of the way from x_i: a spike return
 plant dip that recovers over several readings does not. A step has its next reading on the new
 level, so it is no spike; a spike just after a step stands out from the new level on both sides.
 
-Scale: s = max(1.4826 * MAD / sqrt(2), s_floor, s_floor_rel * |m|), the MAD taken over the last
-NOISE_WINDOW differences of consecutive readings before x_i: differences see the noise and not
-the level, so a step or a ramp in the window does not inflate it (a step is one outlying
-difference, a ramp shifts them all alike), and NOISE_WINDOW of them give a steadier figure
-than the w levels of the chain's window.
+Scale: s = max(1.4826 * MAD / sqrt(2), s_floor, s_floor_rel * |m|, s_floor_rel * min(|x_(i-1)|,
+|x_(i+1)|)), the MAD taken over the last NOISE_WINDOW differences of consecutive readings before
+x_i: differences see the noise and not the level, so a step or a ramp in the window does not
+inflate it (a step is one outlying difference, a ramp shifts them all alike), and NOISE_WINDOW
+of them give a steadier figure than the w levels of the chain's window. The relative floor is
+also taken at the neighbours' level: just after a belt starts from standstill the windows hold
+zeros (no noise, median 0), while the readings around x_i carry the noise of their own level.
 
 Readings are judged as they came (unclamped: the chain's clamp and replacement concern the
 value sent on). Only tags with a Hampel window are judged, with the chain's w, n_sigma,
@@ -68,8 +70,8 @@ NEIGHBOUR_SHARE = 0.5
 SQRT2 = math.sqrt(2.0)
 
 # Columns of SpikeConfirmation.scalars (float64), one row per tag: the open case.
-C_X, C_T, C_MEDIAN, C_SCALE, C_STEP_IN, C_OPEN = range(6)
-N_CASE_SCALARS = 6
+C_X, C_T, C_MEDIAN, C_SCALE, C_STEP_IN, C_OPEN, C_PREV = range(7)
+N_CASE_SCALARS = 7
 # Columns of SpikeConfirmation.pos (int64): ring slot of the oldest value and values held, of
 # the level window, then of the difference window.
 L_HEAD, L_FILL, D_HEAD, D_FILL = range(4)
@@ -127,7 +129,8 @@ def confirm_spikes(
     sc, the rings and pos are the `SpikeConfirmation` state, updated in place. The open case
     of tag k: its last reading (C_X at C_T), the median of the w readings before it and the
     scale (C_MEDIAN, C_SCALE; NaN until the windows are full) and its step from the reading
-    before (C_STEP_IN; NaN if none); C_OPEN is 0 until a reading opens a case, and after a GAP."""
+    before (C_STEP_IN; NaN if none) and that reading (C_PREV); C_OPEN is 0 until a reading
+    opens a case, and after a GAP."""
     for k in range(kind.shape[0]):
         if kind[k, K_WINDOW] > level_ring.shape[1] or diff_ring.shape[1] < NOISE_WINDOW:
             raise ValueError("window larger than the state's window capacity")
@@ -151,9 +154,12 @@ def confirm_spikes(
             # The verdict on the open case; a NaN median, scale or step fails its test.
             last = sc[k, C_X]
             d_right = last - x
-            bar = par[k, P_N_SIGMA] * sc[k, C_SCALE]
-            d_level = last - sc[k, C_MEDIAN]
             d_step = sc[k, C_STEP_IN]
+            scale = sc[k, C_SCALE]
+            if d_step == d_step and scale == scale:  # the relative floor at the neighbours' level
+                scale = max(scale, par[k, P_S_FLOOR_REL] * min(abs(sc[k, C_PREV]), abs(x)))
+            bar = par[k, P_N_SIGMA] * scale
+            d_level = last - sc[k, C_MEDIAN]
             apart = d_step * d_level > 0.0 and abs(d_step) > NEIGHBOUR_SHARE * bar
             if (apart and _is_spike(d_right, d_level, bar)) or _is_spike(d_right, d_step, bar):
                 confirmed_t[n_out] = sc[k, C_T]
@@ -171,6 +177,7 @@ def confirm_spikes(
             sc[k, C_MEDIAN] = np.nan
             sc[k, C_SCALE] = np.nan
         if sc[k, C_OPEN] != 0.0:
+            sc[k, C_PREV] = sc[k, C_X]
             step = x - sc[k, C_X]
             sc[k, C_STEP_IN] = step
             _push(diff_ring, diff_srt, pos, k, NOISE_WINDOW, D_HEAD, step)
@@ -206,7 +213,9 @@ def _spikes_in_run(x: np.ndarray, w: int, n_sigma: float, floor: float, floor_re
     _, diff_mad = _before(step_in[1:], NOISE_WINDOW)
     noise = np.concatenate(([np.nan], MAD_TO_SIGMA * diff_mad / SQRT2))
     scale = np.maximum(np.maximum(noise, floor), floor_rel * np.abs(median))  # NaN: no verdict
-    bar = n_sigma * scale[:-1]
+    neighbours = np.minimum(np.abs(x[:-2]), np.abs(x[2:]))  # of x[1:-1]
+    local = np.concatenate(([0.0], floor_rel * neighbours))  # x[0] has no reading before
+    bar = n_sigma * np.maximum(scale[:-1], local)
     d_right = x[:-1] - x[1:]
     d_level = x[:-1] - median[:-1]
     d_step = step_in[:-1]

@@ -143,6 +143,17 @@ def test_a_relative_floor_lets_a_low_reading_be_judged_on_its_own_noise() -> Non
     assert _judge(x, s_floor=0.0, s_floor_rel=0.01) == [70.0]
 
 
+def test_a_belt_starting_from_standstill_is_judged_on_the_noise_of_its_new_level() -> None:
+    # Zeros fill both windows (no noise, median 0); the first readings after the start carry
+    # 3 % noise at 1.5 t/h. Judged on the zeros they would all stand out; at their own level,
+    # with a relative floor of 3 %, none does, while a real spike just after the start does.
+    rng = np.random.default_rng(7)
+    x = np.concatenate((np.zeros(60), 1.5 * (1.0 + rng.normal(0, 0.03, 60))))
+    assert _judge(x, s_floor=0.001, s_floor_rel=0.03) == []
+    x[63] += 1.0  # about 22 sigma at 1.5 t/h
+    assert _judge(x, s_floor=0.001, s_floor_rel=0.03) == [63.0]
+
+
 def test_the_verdict_waits_for_the_next_reading_and_a_gap_cancels_it() -> None:
     params = ChainParams.from_tags([TagConditioning(window=7, n_sigma=4.0, s_floor=2.0)])
     x = _noisy(WARM + 10)
