@@ -1,7 +1,7 @@
 """A trimmed accuracy report: the gateway's yield against the simulator's truth, in the suite.
 
-`benchmarks/accuracy_report.py` runs S0-S12 over several seeds for 24 h each; here four
-scenarios run once (one seed, S4 and S11 shortened to the span their faults need), offline
+`benchmarks/accuracy_report.py` runs S0-S12 over several seeds for 24 h each; here six
+scenarios run once (one seed, S3, S4, S6 and S11 shortened to the span their faults need), offline
 (`simulators.accuracy`: the plant and its sensors straight into the gateway's pipeline). The
 checks are domain.md section 4's pass criteria, plus regression guards tighter than them at
 what this seed achieves today, so a change that makes the yield worse fails here first.
@@ -15,18 +15,27 @@ import pytest
 
 from gateway.samples import Quality
 from simulators.accuracy import RunRecord, run
-from simulators.accuracy_verdict import report_for
+from simulators.accuracy_verdict import DRIFT_KINDS, detection_delays, report_for
 from simulators.scenario import load_scenario
 
 SEED = 3
-HOURS = {"S0": 24.0, "S2": 24.0, "S4": 13.0, "S11": 17.0}
+HOURS = {"S0": 24.0, "S2": 24.0, "S4": 13.0, "S11": 17.0, "S3": 12.0, "S6": 7.0}
 # This seed today: S0 4 h P95 ~0.3 pp, shift bias ~0.2 pp; a regression past these fails.
 GUARD_4H_P95_PP = 0.6
 GUARD_SHIFT_BIAS_PP = 0.3
+GUARD_SPIKES_FLAGGED = 0.97  # 99 of 99 today
+GUARD_FALSE_FLAGS = 10  # 5 today
+
+
+# Readings every 5 s, but every 2 s (as in the full report) where the detector under test
+# needs the plant's real sampling: spike verdicts look at neighbouring readings, and the drift
+# check at batch pairs whose boundaries coarser sampling blurs.
+MEASURE_EVERY_S = {"S3": 2.0, "S6": 2.0}
 
 
 def _run(name: str) -> RunRecord:
-    return run(load_scenario(name), seed=SEED, hours=HOURS[name], measure_every_s=5.0)
+    every = MEASURE_EVERY_S.get(name, 5.0)
+    return run(load_scenario(name), seed=SEED, hours=HOURS[name], measure_every_s=every)
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +82,26 @@ def test_s11_rollover_and_reset_lose_no_mass_and_are_alarmed(runs: dict[str, Run
     assert _failed("S11", r) == []
     kinds = {kind for _t, kind, _s in r.alarms}
     assert {"totalizer_rollover", "totalizer_reset"} <= kinds
+
+
+def test_s3_spikes_are_flagged_where_they_were_injected(runs: dict[str, RunRecord]) -> None:
+    r = runs["S3"]
+    watched = set(r.despiked_tags)
+    injected = {(t, name) for t, name in r.spikes_injected if name in watched}
+    flagged = set(r.spikes_flagged)
+    assert len(injected) >= 50
+    # The report over seeds 1-3 flags 99.2 %; this seed alone, 12 h, all of them today.
+    assert len(injected & flagged) / len(injected) >= GUARD_SPIKES_FLAGGED
+    assert len(flagged - injected) <= GUARD_FALSE_FLAGS
+    assert not [a for a in r.alarms if a[1] in {"zero_drift", "span_drift", "stuck_sensor"}]
+
+
+def test_s6_belt_weigher_zero_drift_is_alarmed_within_two_hours(runs: dict[str, RunRecord]) -> None:
+    # Seed 3 has batch pairs after the onset (seeds whose lot at the onset is continuous scrap
+    # have no reference for hours: see the README).
+    (delay,) = detection_delays([runs["S6"]], "sensor.zero_drift", "zero_drift")
+    assert delay is not None, "the drift was never alarmed"
+    assert delay < 2 * 3600.0, f"alarmed {delay / 3600:.2f} h after the onset"
+    start = runs["S6"].truth_rows[0]["t"]
+    early = [t for t, kind, _s in runs["S6"].alarms if kind in DRIFT_KINDS and t < start + 4 * 3600]
+    assert early == [], "a drift alarm before the drift began"
