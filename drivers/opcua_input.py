@@ -41,11 +41,10 @@ from drivers.opcua_polling import PolledTag, Poller
 from drivers.opcua_publish_decoder import FastReading
 from drivers.opcua_publish_path import FastPublishPath
 from drivers.opcua_session import CONNECTION_ERRORS, describe, open_session
-from drivers.opcua_values import LatestSeen, Reading, epoch_seconds, reading_of
+from drivers.opcua_values import LatestSeen, Reading, epoch_seconds, reading_of, stamped_now
 from gateway.config import OpcUaDriver
 from gateway.errors import FatalDriverError, RetryableError
 from gateway.ports import BoundTag, SampleSink
-from gateway.samples import Quality
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +267,7 @@ class OpcUaInputDriver:
                 self._unknown_handle(handle)
                 continue
             if t is None:
-                # No timestamp at all: our clock, and the time is not the source's.
-                t = datetime.now(UTC).timestamp()
-                quality = max(quality, Quality.UNCERTAIN)
+                t, quality = stamped_now(quality)
             self._put(sink, handle, Reading(t, value, quality, status))
 
     def _unknown_handle(self, handle: int) -> None:

@@ -28,7 +28,7 @@ from datetime import timedelta
 
 from asyncua import ua
 
-from gateway.samples import Quality
+from gateway.samples import Quality, quality_from_status_code
 
 # OPC-UA DateTime: 100 ns ticks since 1601-01-01 UTC. asyncua keeps microseconds, clamps
 # negative ticks to 1601 and anything past year 9999 to its maximum; so do we.
@@ -54,6 +54,7 @@ _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
 _HANDLE_MASK = struct.Struct("<IB")
+_SUBSCRIPTION_HEAD = struct.Struct("<Ii")  # SubscriptionId, AvailableSequenceNumbers count
 # ResponseHeader up to ServiceDiagnostics: Timestamp, RequestHandle, ServiceResult, diag mask.
 _RESPONSE_HEADER = struct.Struct("<qIIB")
 # NotificationMessage head: SequenceNumber, PublishTime, NotificationData count.
@@ -77,7 +78,7 @@ _VARIANT_LAYOUT: list[struct.Struct | None] = [_NUMERIC.get(i) for i in range(64
 
 # (client handle, time in epoch seconds, value, quality, status code); time None when the
 # DataValue carried no timestamp at all (the caller stamps it with its clock, at best UNCERTAIN).
-FastReading = tuple[int, float | None, float, int, int]
+FastReading = tuple[int, float | None, float, Quality, int]
 
 
 class NotSimple(Exception):
@@ -102,11 +103,6 @@ def _seconds(ticks: int) -> float:
     else:
         us = ticks // 10
     return (us - _TICKS_1601_TO_1970_US) / 1_000_000
-
-
-def _quality(status: int) -> int:
-    severity = (status >> 30) & 0b11
-    return Quality.GOOD if severity == 0 else Quality.UNCERTAIN if severity == 1 else Quality.BAD
 
 
 def _numeric_node_id(data: bytes, pos: int) -> tuple[int, int]:
@@ -162,7 +158,7 @@ def _data_change_items(data: bytes, pos: int, end: int, out: list[FastReading]) 
             if t is None:
                 t = _seconds(i64(data, pos)[0])
             pos += 8
-        quality = Quality.BAD if bad_value else _quality(status)
+        quality = Quality.BAD if bad_value else quality_from_status_code(status)
         out.append((handle, t, value, quality, status))
     (n_diag,) = _I32.unpack_from(data, pos)
     pos += 4
@@ -187,8 +183,10 @@ def _decode(data: bytes) -> DataChanges | None:
     if header_type != 0 or data[pos] != 0:
         raise NotSimple
     pos += 1
-    subscription_id, n_available = struct.unpack_from("<Ii", data, pos)
-    pos += 8 + 4 * max(n_available, 0) + 1  # available sequence numbers, MoreNotifications
+    subscription_id, n_available = _SUBSCRIPTION_HEAD.unpack_from(data, pos)
+    pos += (
+        _SUBSCRIPTION_HEAD.size + 4 * max(n_available, 0) + 1
+    )  # available sequence numbers, MoreNotifications
     sequence_number, _publish_time, n_data = _MESSAGE_HEAD.unpack_from(data, pos)
     pos += _MESSAGE_HEAD.size
     if n_data <= 0:

@@ -39,6 +39,11 @@ class Reading(NamedTuple):
     status: int
 
 
+def stamped_now(quality: Quality) -> tuple[float, Quality]:
+    """A reading without any timestamp: our clock, and the time is not the source's."""
+    return datetime.now(UTC).timestamp(), max(quality, Quality.UNCERTAIN)
+
+
 def reading_of(dv: ua.DataValue) -> Reading:
     status = dv.StatusCode.value if dv.StatusCode is not None else 0
     quality = quality_from_status_code(status)
@@ -46,9 +51,7 @@ def reading_of(dv: ua.DataValue) -> Reading:
     if t is None:
         t = epoch_seconds(dv.ServerTimestamp)
     if t is None:
-        # No timestamp at all: use our clock, but say the time is not the source's.
-        t = datetime.now(UTC).timestamp()
-        quality = max(quality, Quality.UNCERTAIN)
+        t, quality = stamped_now(quality)
     raw = dv.Value.Value if dv.Value is not None else None
     if isinstance(raw, bool):
         value = float(raw)

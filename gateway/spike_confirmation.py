@@ -70,8 +70,8 @@ NEIGHBOUR_SHARE = 0.5
 SQRT2 = math.sqrt(2.0)
 
 # Columns of SpikeConfirmation.scalars (float64), one row per tag: the open case.
-C_X, C_T, C_MEDIAN, C_SCALE, C_STEP_IN, C_OPEN, C_PREV = range(7)
-N_CASE_SCALARS = 7
+C_X, C_T, C_MEDIAN, C_SCALE, C_PREV, C_OPEN = range(6)
+N_CASE_SCALARS = 6
 # Columns of SpikeConfirmation.pos (int64): ring slot of the oldest value and values held, of
 # the level window, then of the difference window.
 L_HEAD, L_FILL, D_HEAD, D_FILL = range(4)
@@ -128,9 +128,8 @@ def confirm_spikes(
     kind/par are `ChainParams` arrays and `flags` the chain's flags of the same samples;
     sc, the rings and pos are the `SpikeConfirmation` state, updated in place. The open case
     of tag k: its last reading (C_X at C_T), the median of the w readings before it and the
-    scale (C_MEDIAN, C_SCALE; NaN until the windows are full) and its step from the reading
-    before (C_STEP_IN; NaN if none) and that reading (C_PREV); C_OPEN is 0 until a reading
-    opens a case, and after a GAP."""
+    scale (C_MEDIAN, C_SCALE; NaN until the windows are full) and the reading before it
+    (C_PREV; NaN if none); C_OPEN is 0 until a reading opens a case, and after a GAP."""
     for k in range(kind.shape[0]):
         if kind[k, K_WINDOW] > level_ring.shape[1] or diff_ring.shape[1] < NOISE_WINDOW:
             raise ValueError("window larger than the state's window capacity")
@@ -154,10 +153,11 @@ def confirm_spikes(
             # The verdict on the open case; a NaN median, scale or step fails its test.
             last = sc[k, C_X]
             d_right = last - x
-            d_step = sc[k, C_STEP_IN]
+            prev = sc[k, C_PREV]
+            d_step = last - prev
             scale = sc[k, C_SCALE]
             if d_step == d_step and scale == scale:  # the relative floor at the neighbours' level
-                scale = max(scale, par[k, P_S_FLOOR_REL] * min(abs(sc[k, C_PREV]), abs(x)))
+                scale = max(scale, par[k, P_S_FLOOR_REL] * min(abs(prev), abs(x)))
             bar = par[k, P_N_SIGMA] * scale
             d_level = last - sc[k, C_MEDIAN]
             apart = d_step * d_level > 0.0 and abs(d_step) > NEIGHBOUR_SHARE * bar
@@ -178,11 +178,9 @@ def confirm_spikes(
             sc[k, C_SCALE] = np.nan
         if sc[k, C_OPEN] != 0.0:
             sc[k, C_PREV] = sc[k, C_X]
-            step = x - sc[k, C_X]
-            sc[k, C_STEP_IN] = step
-            _push(diff_ring, diff_srt, pos, k, NOISE_WINDOW, D_HEAD, step)
+            _push(diff_ring, diff_srt, pos, k, NOISE_WINDOW, D_HEAD, x - sc[k, C_X])
         else:
-            sc[k, C_STEP_IN] = np.nan
+            sc[k, C_PREV] = np.nan
         _push(level_ring, level_srt, pos, k, w, L_HEAD, x)
         sc[k, C_X] = x
         sc[k, C_T] = t[i]
