@@ -803,7 +803,6 @@ class ZeroDriftDetector:
                 for e, chained in pairs:
                     self.pair_residuals.append(e - mean)
                     self.pair_chained.append(chained)
-        if healthy and not (self.loaded.alarmed or self.empty.alarmed):
             # The standing ratio only from blocks without an alarm, so a drift does not teach
             # itself in once found; before, its `baseline_h` memory learns little of it (and
             # freezing it while the CUSUM merely rises would lock a warm-up error in).
