@@ -24,16 +24,15 @@ from gateway.detectors import (
     FLAG_SPIKE,
     ClockSkewDetector,
     Conditions,
-    DriftConfig,
     SkewConfig,
     SpikeCounter,
     StuckConfig,
     StuckDetector,
     TotalizerConfig,
     TotalizerEvents,
-    ZeroDriftDetector,
     wrong_delay_conditions,
 )
+from gateway.drift_detector import DriftConfig, ZeroDriftDetector
 from gateway.samples import Quality
 from gateway.weigher_reference import WeigherReference
 

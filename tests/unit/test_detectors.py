@@ -34,18 +34,16 @@ from gateway.detectors import (
     WRONG_DELAY,
     ZERO_DRIFT,
     ClockSkewDetector,
-    Cusum,
-    DriftConfig,
     SkewConfig,
     SpikeCounter,
     StuckConfig,
     StuckDetector,
     StuckState,
     TotalizerEvents,
-    ZeroDriftDetector,
     stuck_update,
     wrong_delay_conditions,
 )
+from gateway.drift_detector import Cusum, DriftConfig, ZeroDriftDetector
 
 T0 = 1_750_000_020.0  # plant epoch seconds, on a minute boundary
 SEEDS = range(20)
