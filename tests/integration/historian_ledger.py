@@ -67,7 +67,14 @@ def check_ledger(influx: InfluxDB, accepted: int, missing_ok: set[int] | None = 
     (only those in `missing_ok` may be)."""
     ledger = read_ledger(influx)
     seqs = [seq for points in ledger.values() for _, seq in points]
-    assert len(seqs) == len(set(seqs)), "a sequence number is in InfluxDB twice"
+    if len(seqs) != len(set(seqs)):
+        where: dict[int, list[str]] = {}
+        for (name, tags), points in ledger.items():
+            for ms, seq in points:
+                where.setdefault(seq, []).append(f"{name} {dict(tags)} @{ms}")
+        twice = {seq: places for seq, places in sorted(where.items()) if len(places) > 1}
+        shown = "\n".join(f"  seq {seq}: {places}" for seq, places in list(twice.items())[:10])
+        raise AssertionError(f"{len(twice)} sequence numbers are in InfluxDB twice, e.g.:\n{shown}")
     present = set(seqs)
     assert max(present) <= accepted, f"InfluxDB holds seq {max(present)} > {accepted} accepted"
     missing = set(range(1, accepted + 1)) - present
