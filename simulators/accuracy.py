@@ -250,7 +250,10 @@ class HorizonScore:
     p95_pp: float
     max_pp: float
     coverage: float  # share of GOOD figures whose +-2 sigma band holds the truth
-    z_std: float  # std of error / sigma: ~1 when the band is honest
+    # Root mean square of error / sigma, about zero: ~1 when the band is honest. Not the std
+    # about the sample mean: the weighers' span errors are drawn once per seed, so a few seeds
+    # share a bias the band must cover, and subtracting the sample mean would hide it.
+    z_rms: float
 
     def as_row(self) -> dict[str, float]:
         return {
@@ -261,7 +264,7 @@ class HorizonScore:
             "p95_pp": self.p95_pp,
             "max_pp": self.max_pp,
             "coverage": self.coverage,
-            "z_std": self.z_std,
+            "z_rms": self.z_rms,
         }
 
 
@@ -293,7 +296,7 @@ def score_series(published: Sequence[Published], truth: Sequence[float | None]) 
         p95_pp=float(np.percentile(np.abs(e), 95)),
         max_pp=float(np.abs(e).max()),
         coverage=float(inside.mean()),
-        z_std=float(np.nanstd(z)),
+        z_rms=float(np.sqrt(np.nanmean(z**2))) if np.isfinite(z).any() else math.nan,
     )
 
 

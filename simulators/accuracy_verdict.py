@@ -219,7 +219,7 @@ def coverage_check(score: HorizonScore, seeds: int) -> Check:
     lo, hi = COVERAGE
     inside = round(score.coverage * seeds)
     ci_lo, ci_hi = clopper_pearson(inside, seeds)
-    measured = f"{score.coverage:.1%} (95 % CI {ci_lo:.0%}-{ci_hi:.0%} over {seeds} seeds), std(e/σ) {score.z_std:.2f}"
+    measured = f"{score.coverage:.1%} (95 % CI {ci_lo:.0%}-{ci_hi:.0%} over {seeds} seeds), rms(e/σ) {score.z_rms:.2f}"
     return Check("4 h 2σ coverage", measured, f"{lo:.0%}-{hi:.0%}", ci_lo <= hi and ci_hi >= lo)
 
 
