@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from itertools import pairwise
 
@@ -366,3 +367,14 @@ def test_delay_read_interpolates_a_fractional_delay() -> None:
     assert got[0] == pytest.approx(2.0 * 16.75)
     # Only the newest 8 bins are held: 19 - 8 is gone.
     assert np.isnan(cond.delay_read(line.ring, line.head, line.first, 19, np.array([8.0]))[0])
+
+
+def test_sorting_network_sorts_every_window_of_seven() -> None:
+    # Every input over three levels (ties included): the 0-1 principle needs two, ties need three.
+    ring = np.zeros((2, 7))
+    srt = np.zeros((2, 7))
+    for values in itertools.product((0.0, 1.0, 2.0), repeat=7):
+        ring[1] = values
+        cond.sort_ring7(ring, srt, 1)
+        assert list(srt[1]) == sorted(values)
+    assert not srt[0].any()  # only the tag's own row
