@@ -224,6 +224,22 @@ class StuckDetector:
             frozen = s.arrival_now - s.advance_now >= self.config.timestamp_window_s
         return self.active & frozen
 
+    def any_suspect(self, tags: Sequence[int]) -> bool:
+        """Is any of `tags` stuck or its timestamp frozen? (`value_stuck` or `timestamp_frozen`
+        for a few tags, asked every tick, without building the arrays of all tags.)"""
+        c, s = self.config, self.state
+        for k in tags:
+            if not self.active[k]:
+                continue
+            run = int(s.run_n[k])
+            if c.window_samples > 0 and run >= c.window_samples:
+                return True
+            if c.window_s > 0 and run >= 2 and s.last_t[k] - s.run_t0[k] >= c.window_s:
+                return True
+            if c.timestamp_window_s > 0 and s.arrival_now[k] - s.advance_now[k] >= c.timestamp_window_s:
+                return True
+        return False
+
     def conditions(self) -> Conditions:
         out: Conditions = {}
         s = self.state
@@ -397,6 +413,8 @@ class TotalizerEvents:
             t_now = float(np.nanmax(t))
         if t_now is not None and math.isfinite(t_now):
             self.t_now = max(self.t_now, t_now)
+        if not len(tag):
+            return
         for bit, count, last in (
             (FLAG_ROLLOVER, self.rollovers, self.last_rollover),
             (FLAG_RESET, self.resets, self.last_reset),

@@ -36,6 +36,10 @@ from gateway.drift_detector import DriftConfig, ZeroDriftDetector
 from gateway.samples import Quality
 from gateway.weigher_reference import WeigherReference
 
+# A tick without totalizer events (shared; nothing writes to them).
+_NO_TAGS = np.zeros(0, np.int64)
+_NO_TIMES = np.zeros(0)
+
 # A feed below this share of nameplate says nothing about the dryer's residence time.
 MIN_FEED_SHARE = 0.2
 # The hold-up is steady enough to read a residence time from when its means over the last
@@ -154,7 +158,7 @@ class FaultMonitor:
         """The accumulation kernel counts rollovers/resets/implausible jumps per balance stream."""
         new = st_events - self._events_seen
         if not new.any():
-            self.totalizers.update(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64), t_now)
+            self.totalizers.update(_NO_TAGS, _NO_TIMES, _NO_TAGS, t_now)
             return
         self._events_seen = st_events.copy()
         tags, flags = [], []
@@ -208,8 +212,7 @@ class FaultMonitor:
         return self._balance_suspect
 
     def _judge_balance(self) -> bool:
-        stuck = self.stuck.value_stuck() | self.stuck.timestamp_frozen()
-        return bool(stuck[list(self.balance_tags)].any())
+        return self.stuck.any_suspect(self.balance_tags)
 
     def conditions(self) -> Conditions:
         out: Conditions = {}

@@ -71,15 +71,15 @@ class WeigherReference:
         idx = np.flatnonzero(mine)
         # Time order, belt before scale at the same instant: the belt reading at the step is the
         # one that closes the batch before it.
-        order = np.lexsort((tag[idx] == self.ref_tag, t[idx]))
+        idx = idx[np.lexsort((tag[idx] == self.ref_tag, t[idx]))]
         out: list[BatchPair] = []
-        for i in idx[order]:
-            ti = float(t[i])
-            if tag[i] == self.belt_tag:
-                self._belt = float(value[i]) * self.belt_to_t
+        # Python scalars: a loop indexing numpy arrays pays for a numpy scalar per access.
+        for k, ti, v in zip(tag[idx].tolist(), t[idx].tolist(), value[idx].tolist(), strict=True):
+            if k == self.belt_tag:
+                self._belt = v * self.belt_to_t
                 self._belt_t = ti
                 continue
-            ref = float(value[i]) * self.ref_to_t
+            ref = v * self.ref_to_t
             stepped = math.isfinite(self._ref) and ref > self._ref
             if stepped and ti - self._belt_t > self.max_belt_age_s:
                 self._boundary = None

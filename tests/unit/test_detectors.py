@@ -254,6 +254,9 @@ def run_stuck(
         stamps[tag == 0] = np.minimum(stamps[tag == 0], T0 + frozen_stamp_from)
         now = T0 + float(secs[-1])
         det.update(tag, stamps, values[secs].ravel(), now, bool(active[secs[-1]]))
+        # The per-tick question of the fault monitor agrees with the arrays, tag by tag.
+        suspect = det.value_stuck() | det.timestamp_frozen()
+        assert [det.any_suspect([k]) for k in range(len(signals))] == suspect.tolist()
         out.append((now, det.conditions()))
     return out
 
