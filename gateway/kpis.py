@@ -52,6 +52,11 @@ from gateway.samples import Quality
 
 # The share of a window its inputs must cover with good data (the rule for yields, domain.md 3).
 MIN_COVERAGE = 0.9
+# Performance (and OEE) need this much run time in the window. Feed is counted whenever it is
+# weighed, run time only while the shredder draws more than idle: around a start or a stop the
+# two disagree for minutes, and a window holding only those minutes would divide a tonne by a
+# few minutes of run (a live run showed 260 % of nameplate).
+MIN_RUN_S = 900.0
 
 _GOOD = int(Quality.GOOD)
 _UNCERTAIN = int(Quality.UNCERTAIN)
@@ -358,7 +363,7 @@ class KpiTracker:
         condensate = None if self._condensate_row is None else max(totals[self._condensate_row][0], 0.0)
         planned_s = c.planned * tracked_bins * c.bin_s
         availability = run_s / planned_s if planned_s > 0 else None
-        performance = feed_t / (run_s / 3600.0) / c.nameplate_tph if run_s > 0 else None
+        performance = feed_t / (run_s / 3600.0) / c.nameplate_tph if run_s >= MIN_RUN_S else None
         oee = availability * performance if availability is not None and performance is not None else None
         return KpiFigures(
             t_end=end * c.bin_s,
@@ -378,4 +383,4 @@ class KpiTracker:
         )
 
 
-__all__ = ["MIN_COVERAGE", "KpiConfig", "KpiFigures", "KpiTracker"]
+__all__ = ["MIN_COVERAGE", "MIN_RUN_S", "KpiConfig", "KpiFigures", "KpiTracker"]

@@ -217,6 +217,22 @@ def test_a_stopped_line_has_no_rates_per_tonne_and_no_performance() -> None:
     assert fig.availability == 0.0
 
 
+def test_a_few_minutes_of_run_give_no_performance_however_much_feed_was_weighed() -> None:
+    # Feed weighed all along while the shredder stayed under its activity threshold but for the
+    # last 10 min: a tonne over minutes of run is no rate against nameplate.
+    tracker = fresh()
+    line = Line(steady_readings(), running=lambda t: t >= T0 + 5 * HOUR - 600, idle_feed_tph=FEED_TPH)
+    fig = drive(tracker, line, T0, T0 + 5 * HOUR)
+    assert fig.availability == pytest.approx(600 / (4 * HOUR), rel=0.05)
+    assert fig.performance is None
+    assert fig.oee is None
+    # With 20 min of run it is the feed over the run time again, as it says.
+    fig = drive(
+        fresh(), Line(steady_readings(), running=lambda t: t >= T0 + 5 * HOUR - 1200), T0, T0 + 5 * HOUR
+    )
+    assert fig.performance == pytest.approx(1.0, rel=0.05)
+
+
 def test_a_filling_window_is_not_good_and_availability_counts_only_the_tracked_part() -> None:
     tracker = fresh()
     fig = drive(tracker, Line(steady_readings()), T0, T0 + 2 * HOUR)
