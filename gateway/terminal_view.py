@@ -1,4 +1,5 @@
-"""The demo's live terminal view: yield, flows, signal quality and driver health, once a second.
+"""The demo's live terminal view: yield, flows, active alarms, signal quality and driver health,
+once a second.
 
 On a terminal it redraws one screen; otherwise (a log, a pipe) it prints one summary line per
 refresh. With the simulator's truth record at hand it shows the true yield beside ours.
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from gateway.alarms import Alarm, Severity
 from gateway.config import LineConfig
 from gateway.ports import PipelineUpdate, SignalRow, YieldFigure
 from gateway.samples import Quality
@@ -69,6 +71,15 @@ def _q(q: Quality, tty: bool) -> str:
 
 def _fmt(v: float | None, spec: str) -> str:
     return "   --" if v is None else format(v, spec)
+
+
+# Alarms named on the one-line view; the rest are counted.
+SHOWN_ALARMS = 3
+
+
+def _by_urgency(active: dict[str, Alarm]) -> list[Alarm]:
+    """ALARM before WARNING, then the oldest first."""
+    return sorted(active.values(), key=lambda a: (a.severity is not Severity.ALARM, a.since, a.id))
 
 
 class TerminalView:
@@ -135,13 +146,16 @@ class TerminalView:
             f"black mass {_fmt(f.black_mass_tph if f else None, '5.2f')} t/h"
         )
         head = f"plant time {plant} UTC   drivers {health}"
+        alarms = _by_urgency(self.runtime.alarms.active)
         if not self.tty:
             y = update.yield_rolling
             ys = "--" if y is None or y.value is None else f"{y.value * 100:.2f}% {y.quality.label}"
             true = self._truth.at(y.t) if self._truth is not None and y is not None else None
             if true is not None:
                 ys += f" (truth {true * 100:.2f}%)"
-            return f"{plant} yield {ys} | {flows} | {health}\n"
+            named = ", ".join(f"{a.severity.value} {a.id}" for a in alarms[:SHOWN_ALARMS])
+            more = f" +{len(alarms) - SHOWN_ALARMS} more" if len(alarms) > SHOWN_ALARMS else ""
+            return f"{plant} yield {ys} | {flows} | alarms: {named or 'none'}{more} | {health}\n"
         shown = [row for t in self.config.tags if (row := self._signals.get(t.name)) is not None]
         rows = [
             f"  {name:20} {value:12.3f} {unit:6} {_q(Quality(quality), True)}"
@@ -153,6 +167,9 @@ class TerminalView:
             "",
             self._yield_line(update.yield_rolling),
             flows,
+            "",
+            f"active alarms: {len(alarms) or 'none'}",
+            *(f"  {a.severity.value:7} {a.id:32} since {_iso(a.since)}  {a.text}" for a in alarms),
             "",
             *rows,
         ]

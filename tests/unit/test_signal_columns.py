@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from drivers.mqtt_output import MqttOperatorOutput
+from gateway.alarms import AlarmBoard, Severity
 from gateway.config import load_config
 from gateway.pipeline import YieldPipeline
 from gateway.ports import PipelineUpdate, SampleColumns, SignalColumns, SignalState
@@ -120,7 +121,7 @@ def test_the_mqtt_output_folds_a_pipeline_tick_as_it_folds_signal_objects() -> N
 def test_the_terminal_view_shows_the_latest_row_of_each_tag() -> None:
     pipeline = YieldPipeline(CONFIG)
     out = io.StringIO()
-    runtime = cast("Runtime", SimpleNamespace(health={}))
+    runtime = cast("Runtime", SimpleNamespace(health={}, alarms=AlarmBoard()))
     view = TerminalView(CONFIG, runtime, out, every_s=0.0)
     view.tty = True  # draw the full screen, signal rows included
     h2, power = CONFIG.tag_index("gas.h2"), CONFIG.tag_index("shr.power")
@@ -131,3 +132,23 @@ def test_the_terminal_view_shows_the_latest_row_of_each_tag() -> None:
     rows = [line.split() for line in plain.splitlines() if line.startswith("  ")]
     # Config order (shr.power before gas.h2), each tag's newest value, unit and quality.
     assert rows == [["shr.power", "900.000", "kW", "bad"], ["gas.h2", "5.000", "ppm", "good"]]
+
+
+def test_the_terminal_view_names_the_active_alarms_most_urgent_first() -> None:
+    board = AlarmBoard()
+    runtime = cast("Runtime", SimpleNamespace(health={}, alarms=board))
+    out = io.StringIO()
+    view = TerminalView(CONFIG, runtime, out, every_s=0.0)
+    view.tty = False  # the one-line form, as in a log
+    pipeline = YieldPipeline(CONFIG)
+    power = CONFIG.tag_index("shr.power")
+    view.on_update(pipeline.tick(_batch([power], [T0], [100.0], [0])))
+    assert "| alarms: none |" in out.getvalue()
+    board.update(
+        {f"tag_bad:t{i}": ("tag_bad", f"t{i}", Severity.WARNING, "bad quality") for i in range(3)}
+        | {"zero_drift:bw_feed.rate": ("zero_drift", "bw_feed.rate", Severity.ALARM, "re-zero")},
+        T0,
+    )
+    view.on_update(pipeline.tick(_batch([power], [T0 + 1], [100.0], [0])))
+    last = out.getvalue().splitlines()[-1]
+    assert "alarms: alarm zero_drift:bw_feed.rate, warning tag_bad:t0, warning tag_bad:t1 +1 more |" in last
