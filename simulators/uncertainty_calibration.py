@@ -1,4 +1,4 @@
-"""Is the published +-2 sigma band honest? Coverage of the 4 h yield's band over many seeds.
+"""Is the published +-2 sigma band honest? Coverage of the yield's band over many seeds.
 
 domain.md section 4 asks for 90-98 % coverage of +-2 sigma and a root mean square of error /
 sigma near 1. A window's error is dominated by each weigher's span error, which the simulator
@@ -11,11 +11,13 @@ judges many short runs instead, each seed weighted equally.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from simulators.accuracy import HorizonScore, RunRecord
 from simulators.accuracy_verdict import COVERAGE, clopper_pearson, rolling_score
+
+Scorer = Callable[[Sequence[RunRecord]], HorizonScore]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +47,18 @@ class Calibration:
         lo, hi = COVERAGE
         return self.ci_low <= hi and self.ci_high >= lo and 0.5 <= self.z_rms <= 1.5
 
-    def lines(self) -> list[str]:
-        out = ["| seed | 4 h figures | inside ±2σ | bias (pp) | rms(e/σ) |", "|---:|---:|---:|---:|---:|"]
+    def lines(self, horizon: str = "4 h") -> list[str]:
+        out = [
+            f"| seed | {horizon} figures | inside ±2σ | bias (pp) | rms(e/σ) |",
+            "|---:|---:|---:|---:|---:|",
+        ]
         out += [
             f"| {s.seed} | {s.n} | {s.coverage:.0%} | {s.bias_pp:+.3f} | {s.z_rms:.2f} |" for s in self.seeds
         ]
         lo, hi = COVERAGE
         out.append("")
         out.append(
-            f"coverage {self.coverage:.1%} over {len(self.seeds)} seeds (95 % CI "
+            f"{horizon}: coverage {self.coverage:.1%} over {len(self.seeds)} seeds (95 % CI "
             f"{self.ci_low:.0%}-{self.ci_high:.0%}; target {lo:.0%}-{hi:.0%}), rms(e/σ) {self.z_rms:.2f} "
             f"(target ~1): {'pass' if self.passed else 'FAIL'}"
         )
@@ -64,9 +69,10 @@ def _seed(r: RunRecord, score: HorizonScore) -> SeedCalibration:
     return SeedCalibration(r.seed, score.n, score.coverage, score.bias_pp, score.z_rms)
 
 
-def calibrate(runs: Sequence[RunRecord]) -> Calibration:
-    """The band's calibration over `runs` (one per seed; a run without a scored figure is left out)."""
-    per_seed = [_seed(r, rolling_score([r])) for r in runs]
+def calibrate(runs: Sequence[RunRecord], score: Scorer = rolling_score) -> Calibration:
+    """The band's calibration over `runs` (one per seed; a run without a scored figure is left
+    out), of the figures `score` picks (default the 4 h rolling yield; `shift_score` for shifts)."""
+    per_seed = [_seed(r, score([r])) for r in runs]
     scored = [s for s in per_seed if s.n > 0 and math.isfinite(s.z_rms)]
     if not scored:
         return Calibration(per_seed, math.nan, 0.0, 1.0, math.nan)
