@@ -302,6 +302,15 @@ def sort_ring7(ring: np.ndarray, srt: np.ndarray, k: int) -> None:
 
 
 @njit(cache=True, inline="always")
+def window_slide(ring: np.ndarray, srt: np.ndarray, k: int, w: int, old: float, new: float) -> None:
+    """Keep srt[k, :w] the sorted copy of the full ring[k, :w] after `new` took `old`'s slot."""
+    if w == NETWORK_WINDOW:
+        sort_ring7(ring, srt, k)
+    else:
+        window_replace(srt, k, w, old, new)
+
+
+@njit(cache=True, inline="always")
 def median_abs_deviation(srt: np.ndarray, k: int, w: int, m: float) -> float:
     """MAD of tag k's sorted odd window about its median m, in O(w) without sorting.
 
@@ -443,10 +452,7 @@ def condition_chain(
                     old = ring[k, oldest]
                     ring[k, oldest] = d  # the window keeps the value, spike or not
                     pos[k, W_HEAD] = oldest + 1 if oldest + 1 < w else 0
-                    if w == NETWORK_WINDOW:
-                        sort_ring7(ring, srt, k)
-                    else:
-                        window_replace(srt, k, w, old, d)
+                    window_slide(ring, srt, k, w, old, d)
                     if f & SPIKE:
                         d = m
 

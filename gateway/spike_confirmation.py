@@ -49,7 +49,6 @@ from gateway.conditioning import (
     K_WINDOW,
     MAD_TO_SIGMA,
     MAX_WINDOW,
-    NETWORK_WINDOW,
     OUT_OF_ORDER,
     P_N_SIGMA,
     P_S_FLOOR,
@@ -57,9 +56,8 @@ from gateway.conditioning import (
     UNUSABLE,
     ChainParams,
     median_abs_deviation,
-    sort_ring7,
     window_insert,
-    window_replace,
+    window_slide,
 )
 
 NOT_USED = UNUSABLE | OUT_OF_ORDER
@@ -92,10 +90,7 @@ def _push(ring: np.ndarray, srt: np.ndarray, pos: np.ndarray, k: int, w: int, he
     old = ring[k, oldest]
     ring[k, oldest] = x
     pos[k, head] = oldest + 1 if oldest + 1 < w else 0
-    if w == NETWORK_WINDOW:
-        sort_ring7(ring, srt, k)
-    else:
-        window_replace(srt, k, w, old, x)
+    window_slide(ring, srt, k, w, old, x)
 
 
 @njit(cache=True, inline="always")
