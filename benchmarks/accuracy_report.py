@@ -16,18 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 
-from simulators.accuracy import RunRecord, run
+from simulators.accuracy import RunRecord, run_many
 from simulators.accuracy_verdict import ScenarioReport, report_for
 from simulators.scenario import load_scenario
 
 DEFAULT_SCENARIOS = [f"S{i}" for i in range(13)]
-
-
-def _one(args: tuple[str, int, float]) -> RunRecord:
-    name, seed, hours = args
-    return run(load_scenario(name), seed=seed, hours=hours)
 
 
 def main() -> None:
@@ -42,8 +36,7 @@ def main() -> None:
         names.insert(0, "S0")  # S3 is judged against S0 of the same seeds
     jobs = [(s, seed, args.hours) for s in names for seed in args.seeds]
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        records = list(pool.map(_one, jobs))
+    records = run_many(jobs, args.jobs)
     by_scenario: dict[str, list[RunRecord]] = {}
     for r in records:
         by_scenario.setdefault(r.scenario, []).append(r)

@@ -15,17 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 
-from simulators.accuracy import RunRecord, run
+from simulators.accuracy import run_many
 from simulators.accuracy_verdict import shift_score
-from simulators.scenario import load_scenario
 from simulators.uncertainty_calibration import calibrate
-
-
-def _one(args: tuple[str, int, float]) -> RunRecord:
-    name, seed, hours = args
-    return run(load_scenario(name), seed=seed, hours=hours)
 
 
 def main() -> None:
@@ -39,8 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     started = time.perf_counter()
     jobs = [(args.scenario, seed, args.hours) for seed in range(1, args.seeds + 1)]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        records = list(pool.map(_one, jobs))
+    records = run_many(jobs, args.jobs)
     print(
         f"uncertainty calibration: {args.scenario} x {args.seeds} seeds, {args.hours:g} h each, "
         f"{time.perf_counter() - started:.0f} s wall"

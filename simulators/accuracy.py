@@ -21,6 +21,7 @@ import math
 import tempfile
 import tomllib
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from simulators.runner import (
     check_scenario,
     plant_params_for,
 )
-from simulators.scenario import Scenario
+from simulators.scenario import Scenario, load_scenario
 from simulators.sensors import SensorLayer
 from simulators.truth import TruthRecorder, read_truth
 
@@ -177,6 +178,17 @@ def run(
         _, record.events = read_truth(truth_path, "event")
         _, record.truth_lots = read_truth(truth_path, "lot")
     return record
+
+
+def _run_named(job: tuple[str, int, float]) -> RunRecord:
+    name, seed, hours = job
+    return run(load_scenario(name), seed=seed, hours=hours)
+
+
+def run_many(jobs: Sequence[tuple[str, int, float]], workers: int) -> list[RunRecord]:
+    """`run` for each (scenario name, seed, hours), in `workers` processes, in the jobs' order."""
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_run_named, jobs))
 
 
 def _tick(
