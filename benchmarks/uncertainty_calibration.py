@@ -37,7 +37,11 @@ def main() -> None:
         f"uncertainty calibration: {args.scenario} x {args.seeds} seeds, {args.hours:g} h each, "
         f"{time.perf_counter() - started:.0f} s wall"
     )
-    for line in calibrate(records).lines("4 h"):
+    rolling = calibrate(records)
+    if not rolling.seeds:
+        print("no GOOD 4 h figure in the runs: give --hours 6 or more")
+        return
+    for line in rolling.lines("4 h"):
         print(line)
     shifts = calibrate(records, shift_score)
     if shifts.seeds:

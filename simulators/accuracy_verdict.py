@@ -217,6 +217,8 @@ def coverage_check(score: HorizonScore, seeds: int) -> Check:
     passes when the 95 % Clopper-Pearson interval of the coverage, on that many trials,
     overlaps 90-98 % (few seeds make a weak check; the report prints the interval)."""
     lo, hi = COVERAGE
+    if score.n == 0:
+        return Check("4 h 2σ coverage", "not measured (no GOOD 4 h figure)", f"{lo:.0%}-{hi:.0%}", False)
     inside = round(score.coverage * seeds)
     ci_lo, ci_hi = clopper_pearson(inside, seeds)
     measured = f"{score.coverage:.1%} (95 % CI {ci_lo:.0%}-{ci_hi:.0%} over {seeds} seeds), rms(e/σ) {score.z_rms:.2f}"

@@ -75,7 +75,7 @@ def calibrate(runs: Sequence[RunRecord], score: Scorer = rolling_score) -> Calib
     per_seed = [_seed(r, score([r])) for r in runs]
     scored = [s for s in per_seed if s.n > 0 and math.isfinite(s.z_rms)]
     if not scored:
-        return Calibration(per_seed, math.nan, 0.0, 1.0, math.nan)
+        return Calibration([], math.nan, 0.0, 1.0, math.nan)
     coverage = sum(s.coverage for s in scored) / len(scored)
     ci_low, ci_high = clopper_pearson(round(coverage * len(scored)), len(scored))
     z_rms = math.sqrt(sum(s.z_rms**2 for s in scored) / len(scored))

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.samples import Quality
 from simulators.accuracy import Published, RunRecord
-from simulators.accuracy_verdict import clopper_pearson, rolling_score
+from simulators.accuracy_verdict import clopper_pearson, coverage_check, rolling_score
 from simulators.uncertainty_calibration import calibrate
 
 
@@ -62,4 +62,14 @@ def test_calibration_fails_a_band_twice_too_wide() -> None:
     assert cal.ci_high == 1.0
     assert cal.ci_low > 0.9
     assert cal.z_rms == pytest.approx(0.25)
+    assert not cal.passed
+
+
+def test_runs_without_a_good_figure_are_not_measured_rather_than_a_crash() -> None:
+    runs = [_run(s, 0.40, [(0.0, 0.40, Quality.UNCERTAIN)]) for s in (1, 2)]
+    check = coverage_check(rolling_score(runs), seeds=2)
+    assert not check.passed
+    assert "not measured" in check.measured
+    cal = calibrate(runs)
+    assert cal.seeds == []
     assert not cal.passed
